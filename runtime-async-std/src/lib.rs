@@ -1,0 +1,5 @@
+//! tinker-rs clients on async-std. The clients land with the runtimes issue; this crate currently
+//! re-exports the core so the workspace layout is in place.
+#![forbid(unsafe_code)]
+
+pub use tinker_core as core;

@@ -1,0 +1,2 @@
+//! tinker-testkit: the local Tinker server and the shared end-to-end suites.
+#![forbid(unsafe_code)]
