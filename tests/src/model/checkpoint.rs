@@ -2,7 +2,7 @@
 //! byte form for the server's checkpoint store and archive downloads.
 //!
 //! Byte format (version 1, little-endian): the magic `TOYLORA1`, a `u32` header length, a JSON
-//! header `{"base_model", "vocab_size", "rank", "eos_token", "optimizer": "adamw"|"dimuon",
+//! header `{"base_model", "vocab_size", "rank", "seed", "eos_token", "optimizer": "adamw"|"dimuon",
 //! "step": null | n}`, then the `f64` arrays column-major: `Aᵀ` (`r × (V+1)`), `Bᵀ` (`V × r`),
 //! and — when `step` is not null — the moments `m_A`, `v_A`, `m_B`, `v_B` in the same shapes.
 //! The frozen base table is not stored: the base model name regenerates it.
@@ -31,6 +31,7 @@ struct Header {
     base_model: String,
     vocab_size: usize,
     rank: usize,
+    seed: u64,
     eos_token: i32,
     optimizer: String,
     step: Option<u64>,
@@ -76,6 +77,7 @@ impl Snapshot {
             base_model: self.spec.base_model.clone(),
             vocab_size: self.spec.vocab_size,
             rank: self.spec.rank,
+            seed: self.spec.seed,
             eos_token: self.spec.eos_token,
             optimizer: self.spec.optimizer.name().to_string(),
             step: self.step(),
@@ -120,7 +122,7 @@ impl Snapshot {
             base_model: header.base_model,
             vocab_size: header.vocab_size,
             rank: header.rank,
-            seed: 0,
+            seed: header.seed,
             optimizer,
             eos_token: header.eos_token,
         };
