@@ -181,7 +181,10 @@ impl ToyModel {
 
     /// Builds a model from a checkpoint (create-via-load, or a sampler for saved weights).
     /// With `with_optimizer` the optimizer state is restored too (an error if it has none).
-    pub fn from_snapshot(snapshot: &Snapshot, with_optimizer: bool) -> Result<ToyModel, ModelError> {
+    pub fn from_snapshot(
+        snapshot: &Snapshot,
+        with_optimizer: bool,
+    ) -> Result<ToyModel, ModelError> {
         let mut model = ToyModel::new(snapshot.spec.clone())?;
         model.restore(snapshot, with_optimizer)?;
         Ok(model)

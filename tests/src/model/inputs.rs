@@ -126,7 +126,9 @@ pub(crate) fn float_input(
     }
     let values = t.to_dense_f64(0.0);
     if let Some(j) = values.iter().position(|x| !x.is_finite()) {
-        return Err(ModelError::user(format!("{where_}[{j}]: value is not finite")));
+        return Err(ModelError::user(format!(
+            "{where_}[{j}]: value is not finite"
+        )));
     }
     Ok(Some(values))
 }

@@ -201,7 +201,11 @@ impl BuiltinLoss {
                 (BuiltinLoss::StableReinforce { kl_coeff }, &["kl_coeff"])
             }
             "custom" => {
-                let id = config.texts.get("loss_id").map(String::as_str).unwrap_or("?");
+                let id = config
+                    .texts
+                    .get("loss_id")
+                    .map(String::as_str)
+                    .unwrap_or("?");
                 return Err(ModelError::user(format!(
                     "loss_fn `custom` (loss_id {id}) is not a built-in loss; this server runs no uploaded loss graphs, so use forward_backward_custom client-side"
                 )));
@@ -246,10 +250,7 @@ impl BuiltinLoss {
             BuiltinLoss::CrossEntropy => (&["weights"], &[]),
             BuiltinLoss::ImportanceSampling | BuiltinLoss::Dro { .. } => (RL, &[]),
             BuiltinLoss::Ppo { .. } | BuiltinLoss::Cispo { .. } => (RL, CLIPS),
-            BuiltinLoss::Gspo { .. } => (
-                &["logprobs", "advantages", "sequence_ratio_mask"],
-                CLIPS,
-            ),
+            BuiltinLoss::Gspo { .. } => (&["logprobs", "advantages", "sequence_ratio_mask"], CLIPS),
             BuiltinLoss::StableReinforce { .. } => (RL, &[]),
         }
     }
@@ -258,19 +259,8 @@ impl BuiltinLoss {
     /// the losses.md test vectors). Inputs the loss requires must be present and as long as `lp`.
     pub fn evaluate(&self, lp: &[f64], inputs: &LossInputs) -> Result<DatumLoss, ModelError> {
         let n = lp.len();
-        let get = |v: &Option<Vec<f64>>, key: &str| -> Result<Vec<f64>, ModelError> {
-            match v {
-                Some(v) if v.len() == n => Ok(v.clone()),
-                Some(v) => Err(ModelError::user(format!(
-                    "loss_fn_inputs.{key}: {} values for {n} target logprobs",
-                    v.len()
-                ))),
-                None => Err(ModelError::user(format!(
-                    "loss_fn_inputs.{key}: required by loss `{}` but missing",
-                    self.name()
-                ))),
-            }
-        };
+        let name = self.name();
+        let get = |v: &Option<Vec<f64>>, key: &str| required(v, key, n, name);
         let bounds = |lo: f64, hi: f64| -> Result<(Vec<f64>, Vec<f64>), ModelError> {
             let low = match &inputs.clip_low {
                 Some(_) => get(&inputs.clip_low, "clip_low_threshold")?,
@@ -297,7 +287,10 @@ impl BuiltinLoss {
                 )
             }
             BuiltinLoss::ImportanceSampling => {
-                let (sp, a) = rl(&get, inputs)?;
+                let (sp, a) = (
+                    get(&inputs.sampling_logprobs, "logprobs")?,
+                    get(&inputs.advantages, "advantages")?,
+                );
                 let terms: Vec<f64> = (0..n).map(|t| -(lp[t] - sp[t]).exp() * a[t]).collect();
                 (terms.clone(), terms)
             }
@@ -305,7 +298,10 @@ impl BuiltinLoss {
                 clip_low,
                 clip_high,
             } => {
-                let (sp, a) = rl(&get, inputs)?;
+                let (sp, a) = (
+                    get(&inputs.sampling_logprobs, "logprobs")?,
+                    get(&inputs.advantages, "advantages")?,
+                );
                 let (lo, hi) = bounds(clip_low, clip_high)?;
                 let r: Vec<f64> = (0..n).map(|t| (lp[t] - sp[t]).exp()).collect();
                 clipped_surrogate(&r, &a, &lo, &hi)
@@ -314,7 +310,10 @@ impl BuiltinLoss {
                 clip_low,
                 clip_high,
             } => {
-                let (sp, a) = rl(&get, inputs)?;
+                let (sp, a) = (
+                    get(&inputs.sampling_logprobs, "logprobs")?,
+                    get(&inputs.advantages, "advantages")?,
+                );
                 let (lo, hi) = bounds(clip_low, clip_high)?;
                 let c: Vec<f64> = (0..n)
                     .map(|t| (lp[t] - sp[t]).exp().clamp(lo[t], hi[t]))
@@ -325,7 +324,10 @@ impl BuiltinLoss {
                 )
             }
             BuiltinLoss::Dro { beta } => {
-                let (sp, a) = rl(&get, inputs)?;
+                let (sp, a) = (
+                    get(&inputs.sampling_logprobs, "logprobs")?,
+                    get(&inputs.advantages, "advantages")?,
+                );
                 (
                     (0..n)
                         .map(|t| -(lp[t] * a[t] - 0.5 * beta * (lp[t] - sp[t]).powi(2)))
@@ -337,7 +339,10 @@ impl BuiltinLoss {
                 clip_low,
                 clip_high,
             } => {
-                let (sp, a) = rl(&get, inputs)?;
+                let (sp, a) = (
+                    get(&inputs.sampling_logprobs, "logprobs")?,
+                    get(&inputs.advantages, "advantages")?,
+                );
                 let mask = get(&inputs.sequence_ratio_mask, "sequence_ratio_mask")?;
                 let (lo, hi) = bounds(clip_low, clip_high)?;
                 let selected: Vec<usize> = (0..n).filter(|&t| mask[t] != 0.0).collect();
@@ -347,18 +352,20 @@ impl BuiltinLoss {
                         "loss_fn_inputs.sequence_ratio_mask: selects no position, so the sequence ratio is undefined",
                     ));
                 }
-                let mean = selected.iter().map(|&t| lp[t] - sp[t]).sum::<f64>()
-                    / selected.len() as f64;
+                let mean =
+                    selected.iter().map(|&t| lp[t] - sp[t]).sum::<f64>() / selected.len() as f64;
                 let s = vec![mean.exp(); n];
                 clipped_surrogate(&s, &a, &lo, &hi)
             }
             BuiltinLoss::StableReinforce { kl_coeff } => {
-                let (sp, a) = rl(&get, inputs)?;
+                let (sp, a) = (
+                    get(&inputs.sampling_logprobs, "logprobs")?,
+                    get(&inputs.advantages, "advantages")?,
+                );
                 (
                     (0..n)
                         .map(|t| {
-                            -(lp[t] - sp[t]).exp() * a[t]
-                                + 0.5 * kl_coeff * (lp[t] - sp[t]).powi(2)
+                            -(lp[t] - sp[t]).exp() * a[t] + 0.5 * kl_coeff * (lp[t] - sp[t]).powi(2)
                         })
                         .collect(),
                     (0..n)
@@ -375,15 +382,18 @@ impl BuiltinLoss {
     }
 }
 
-/// The sampler logprobs and advantages every RL loss needs.
-fn rl(
-    get: &dyn Fn(&Option<Vec<f64>>, &str) -> Result<Vec<f64>, ModelError>,
-    inputs: &LossInputs,
-) -> Result<(Vec<f64>, Vec<f64>), ModelError> {
-    Ok((
-        get(&inputs.sampling_logprobs, "logprobs")?,
-        get(&inputs.advantages, "advantages")?,
-    ))
+/// A required input of length `n` (the number of target logprobs).
+fn required(v: &Option<Vec<f64>>, key: &str, n: usize, loss: &str) -> Result<Vec<f64>, ModelError> {
+    match v {
+        Some(v) if v.len() == n => Ok(v.clone()),
+        Some(v) => Err(ModelError::user(format!(
+            "loss_fn_inputs.{key}: {} values for {n} target logprobs",
+            v.len()
+        ))),
+        None => Err(ModelError::user(format!(
+            "loss_fn_inputs.{key}: required by loss `{loss}` but missing"
+        ))),
+    }
 }
 
 /// `−min(ρ·A, clamp(ρ, lo, hi)·A)` per token and its gradient with PyTorch's tie rules

@@ -78,7 +78,10 @@ pub use inputs::{positions, Position};
 pub use losses::{BuiltinLoss, DatumLoss, LossConfig, LossFunction, LossInputs};
 pub use optim::{AdamParams, DimuonParams, OptimParams, OptimizerKind};
 pub use rng::{hash_name, SplitMix64};
-pub use sampling::{SampleResult, SampleSettings, SampledSequence, Stop, StopReason};
+pub use sampling::{
+    SampleResult, SampleSettings, SampledSequence, Stop, StopReason, TopLogprobs,
+    DEFAULT_MAX_TOKENS,
+};
 pub use train::ForwardOutput;
 
 use optim::OptimState;

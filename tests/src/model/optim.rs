@@ -123,7 +123,10 @@ impl ToyModel {
     /// them. Returns the metrics `grad_norm:mean` (global L2 norm before clipping) and
     /// `learning_rate:mean`. Parameters of the wrong family or out of range are user errors, and
     /// the model is left unchanged.
-    pub fn optim_step(&mut self, params: &OptimParams) -> Result<BTreeMap<String, f64>, ModelError> {
+    pub fn optim_step(
+        &mut self,
+        params: &OptimParams,
+    ) -> Result<BTreeMap<String, f64>, ModelError> {
         let (lr, clip) = match (self.spec.optimizer, params) {
             (OptimizerKind::AdamW, OptimParams::Adam(p)) => {
                 check_adam(p)?;

@@ -27,6 +27,9 @@ use super::{log_sum_exp, ToyModel};
 /// Generation length when the request leaves `max_tokens` unset.
 pub const DEFAULT_MAX_TOKENS: usize = 32;
 
+/// The top logprobs of one position: (token, logprob), most likely first.
+pub type TopLogprobs = Vec<(TokenId, f64)>;
+
 /// The request's `stop` field.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Stop {
@@ -104,7 +107,7 @@ pub struct SampledSequence {
     /// Why generation ended.
     pub stop_reason: StopReason,
     /// Per generated position, the top `topk_sample_logprobs` (token, logprob), best first.
-    pub topk_logprobs: Option<Vec<Vec<(TokenId, f64)>>>,
+    pub topk_logprobs: Option<Vec<TopLogprobs>>,
 }
 
 /// The result of one sample request.
@@ -117,7 +120,7 @@ pub struct SampleResult {
     pub prompt_logprobs: Option<Vec<Option<f64>>>,
     /// Per prompt position (`None` for the first): the top `topk_prompt_logprobs` (token, logprob)
     /// of the distribution that position was drawn from.
-    pub topk_prompt_logprobs: Option<Vec<Option<Vec<(TokenId, f64)>>>>,
+    pub topk_prompt_logprobs: Option<Vec<Option<TopLogprobs>>>,
 }
 
 /// The next-token distribution of one context, ready to sample from.
@@ -199,7 +202,11 @@ impl ToyModel {
         let tables: Vec<Option<Vec<f64>>> = if needs_table {
             // Row i holds the distribution position i was drawn from (after position i − 1).
             std::iter::once(None)
-                .chain(contexts.windows(2).map(|w| Some(self.context_logprobs(w[0]))))
+                .chain(
+                    contexts
+                        .windows(2)
+                        .map(|w| Some(self.context_logprobs(w[0]))),
+                )
                 .collect()
         } else {
             Vec::new()
@@ -242,8 +249,8 @@ impl ToyModel {
 
     /// Context indices of a prompt, checking token ids.
     fn prompt_contexts(&self, prompt: &ModelInput) -> Result<Vec<usize>, ModelError> {
-        let positions = positions(prompt)
-            .map_err(|e| ModelError::user(format!("prompt.{}", e.message)))?;
+        let positions =
+            positions(prompt).map_err(|e| ModelError::user(format!("prompt.{}", e.message)))?;
         if positions.is_empty() {
             return Err(ModelError::user("prompt: the prompt is empty"));
         }
@@ -318,7 +325,7 @@ impl ToyModel {
 }
 
 /// The `k` most likely (token, logprob) pairs, best first, ties by lowest id.
-fn top_k(logprobs: &[f64], k: usize) -> Vec<(TokenId, f64)> {
+fn top_k(logprobs: &[f64], k: usize) -> TopLogprobs {
     let mut order: Vec<usize> = (0..logprobs.len()).collect();
     order.sort_by(|&a, &b| logprobs[b].total_cmp(&logprobs[a]).then(a.cmp(&b)));
     order

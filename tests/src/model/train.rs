@@ -164,7 +164,10 @@ impl ToyModel {
             let mut out = BTreeMap::new();
             out.insert("logprobs".to_string(), f32_tensor(&lp, &p.targets.shape)?);
             if let Some(e) = &result.elementwise {
-                out.insert("elementwise_loss".to_string(), f32_tensor(e, &p.targets.shape)?);
+                out.insert(
+                    "elementwise_loss".to_string(),
+                    f32_tensor(e, &p.targets.shape)?,
+                );
             }
             outputs.push(out);
         }
@@ -218,13 +221,7 @@ impl ToyModel {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let targets = targets(
-            datum,
-            &at,
-            contexts.len(),
-            self.spec.vocab_size,
-            allow_2d,
-        )?;
+        let targets = targets(datum, &at, contexts.len(), self.spec.vocab_size, allow_2d)?;
         Ok(Prepared { contexts, targets })
     }
 }

@@ -47,7 +47,10 @@ fn resuming_with_optimizer_state_equals_an_uninterrupted_run_bit_for_bit() {
     let losses_b = train(&mut resumed, 3);
 
     assert_eq!(losses_a, losses_b, "same losses, to the bit");
-    assert_eq!(uninterrupted.snapshot().to_bytes(), resumed.snapshot().to_bytes());
+    assert_eq!(
+        uninterrupted.snapshot().to_bytes(),
+        resumed.snapshot().to_bytes()
+    );
     assert_eq!(resumed.step(), 6);
 }
 
@@ -65,8 +68,12 @@ fn loading_weights_only_restarts_the_optimizer_and_diverges() {
     assert_eq!(fresh_optimizer.step(), 0);
     // Same starting weights: the first forward agrees exactly…
     assert_eq!(
-        fresh_optimizer.forward(&data(), "cross_entropy", &LossConfig::default()).unwrap(),
-        model.forward(&data(), "cross_entropy", &LossConfig::default()).unwrap()
+        fresh_optimizer
+            .forward(&data(), "cross_entropy", &LossConfig::default())
+            .unwrap(),
+        model
+            .forward(&data(), "cross_entropy", &LossConfig::default())
+            .unwrap()
     );
     train(&mut fresh_optimizer, 3);
     // …but restarted moments (and bias correction) take training elsewhere.
@@ -76,7 +83,10 @@ fn loading_weights_only_restarts_the_optimizer_and_diverges() {
     );
     // Asking for optimizer state that a sampler checkpoint lacks is a user error.
     let err = ToyModel::from_snapshot(&weights, true).unwrap_err();
-    assert!(err.is_user() && err.message.contains("no optimizer state"), "{err}");
+    assert!(
+        err.is_user() && err.message.contains("no optimizer state"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -95,7 +105,10 @@ fn restore_drops_pending_gradients_and_checks_compatibility() {
         ModelSpec::new("base-a", 8),
         ModelSpec::new("base-a", 4).with_vocab_size(300),
     ] {
-        let err = ToyModel::new(other).unwrap().restore(&snap, false).unwrap_err();
+        let err = ToyModel::new(other)
+            .unwrap()
+            .restore(&snap, false)
+            .unwrap_err();
         assert!(err.is_user(), "{err}");
     }
 }

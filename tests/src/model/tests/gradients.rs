@@ -38,7 +38,11 @@ fn check_gradient(model: &ToyModel, data: &[Datum], loss: &str, config: &LossCon
         for idx in 0..params.len() {
             let perturbed = |delta: f64| {
                 let mut m = model.clone();
-                let p: &mut DMatrix<f64> = if which == "A" { &mut m.lora_a } else { &mut m.lora_b };
+                let p: &mut DMatrix<f64> = if which == "A" {
+                    &mut m.lora_a
+                } else {
+                    &mut m.lora_b
+                };
                 p[idx] += delta;
                 loss_at(&m)
             };
@@ -51,7 +55,10 @@ fn check_gradient(model: &ToyModel, data: &[Datum], loss: &str, config: &LossCon
             checked += usize::from(analytic != 0.0);
         }
     }
-    assert!(checked > 20, "{loss}: only {checked} non-zero gradient entries; the check is too weak");
+    assert!(
+        checked > 20,
+        "{loss}: only {checked} non-zero gradient entries; the check is too weak"
+    );
 }
 
 #[test]
@@ -62,7 +69,10 @@ fn cross_entropy_gradients_match_finite_differences_with_media_positions() {
         // Repeated contexts (1 twice) and the media context; weights of any sign and size, as the
         // custom-loss path sends.
         Datum::new(mixed_input())
-            .with_input("target_tokens", TensorData::from_i64(vec![1, 4, 9, 9, 2, 7]))
+            .with_input(
+                "target_tokens",
+                TensorData::from_i64(vec![1, 4, 9, 9, 2, 7]),
+            )
             .with_input("weights", f32s(&[1.0, -0.5, 2.0, 0.25, 1.0, 3.0])),
     ];
     check_gradient(&model, &data, "cross_entropy", &LossConfig::default());
@@ -75,19 +85,36 @@ fn top_k_distillation_gradients_match_with_sparse_two_dimensional_targets() {
     // (unlisted cells are token 0 with weight 0).
     let crow = vec![0, 2, 3, 3];
     let cols = vec![0, 1, 1];
-    let targets = TensorData::csr(TensorValues::Int64(vec![5, 6, 7]), [3, 2], crow.clone(), cols.clone()).unwrap();
-    let weights =
-        TensorData::csr(TensorValues::Float32(vec![0.7, 0.3, 1.0]), [3, 2], crow, cols).unwrap();
+    let targets = TensorData::csr(
+        TensorValues::Int64(vec![5, 6, 7]),
+        [3, 2],
+        crow.clone(),
+        cols.clone(),
+    )
+    .unwrap();
+    let weights = TensorData::csr(
+        TensorValues::Float32(vec![0.7, 0.3, 1.0]),
+        [3, 2],
+        crow,
+        cols,
+    )
+    .unwrap();
     let datum = Datum::new(ModelInput::from_tokens(vec![2, 8, 2]))
         .with_input("target_tokens", targets)
         .with_input("weights", weights);
     let out = model
-        .forward(std::slice::from_ref(&datum), "cross_entropy", &LossConfig::default())
+        .forward(
+            std::slice::from_ref(&datum),
+            "cross_entropy",
+            &LossConfig::default(),
+        )
         .unwrap();
     // Outputs keep the (N, K) shape, and the CSR pad cell (token 0) still gets its logprob.
     let lp = &out.loss_fn_outputs[0]["logprobs"];
     assert_eq!(lp.shape(), vec![3, 2]);
-    let after_2 = model.next_token_logprobs(super::super::Position::Token(2)).unwrap();
+    let after_2 = model
+        .next_token_logprobs(super::super::Position::Token(2))
+        .unwrap();
     assert_eq!(lp.to_dense_f64(0.0)[4], after_2[0] as f32 as f64);
     check_gradient(&model, &[datum], "cross_entropy", &LossConfig::default());
 }
@@ -96,7 +123,10 @@ fn top_k_distillation_gradients_match_with_sparse_two_dimensional_targets() {
 /// every clip boundary (where the loss has kinks).
 fn rl_batch(model: &ToyModel) -> Vec<Datum> {
     let shape = vec![
-        (ModelInput::from_tokens(vec![1, 2, 3, 4]), vec![2i64, 3, 4, 5]),
+        (
+            ModelInput::from_tokens(vec![1, 2, 3, 4]),
+            vec![2i64, 3, 4, 5],
+        ),
         (mixed_input(), vec![1i64, 4, 9, 9, 2, 7]),
     ];
     let probes: Vec<Datum> = shape
@@ -155,7 +185,8 @@ fn cispo_and_gspo_back_propagate_exactly_their_per_token_gradient() {
     for d in &mut data {
         let n = d.loss_fn_inputs["target_tokens"].first_dim();
         let mask: Vec<f64> = (0..n).map(|t| if t == 0 { 0.0 } else { 1.0 }).collect();
-        d.loss_fn_inputs.insert("sequence_ratio_mask".into(), f32s(&mask));
+        d.loss_fn_inputs
+            .insert("sequence_ratio_mask".into(), f32s(&mask));
     }
     for loss in ["cispo", "gspo"] {
         let rl_data: Vec<Datum> = data
@@ -181,13 +212,19 @@ fn cispo_and_gspo_back_propagate_exactly_their_per_token_gradient() {
                 let a = d.loss_fn_inputs["advantages"].to_dense_f64(0.0);
                 let n = lp.len();
                 let g: Vec<f64> = if loss == "cispo" {
-                    (0..n).map(|t| -(lp[t] - sp[t]).exp().clamp(0.0, 4.0) * a[t]).collect()
+                    (0..n)
+                        .map(|t| -(lp[t] - sp[t]).exp().clamp(0.0, 4.0) * a[t])
+                        .collect()
                 } else {
                     let s = ((1..n).map(|t| lp[t] - sp[t]).sum::<f64>() / (n - 1) as f64).exp();
                     (0..n)
                         .map(|t| {
                             let clipped = (a[t] > 0.0 && s > 1.2) || (a[t] < 0.0 && s < 0.8);
-                            if clipped { 0.0 } else { -s * a[t] }
+                            if clipped {
+                                0.0
+                            } else {
+                                -s * a[t]
+                            }
                         })
                         .collect()
                 };
@@ -204,7 +241,10 @@ fn cispo_and_gspo_back_propagate_exactly_their_per_token_gradient() {
         // precision.
         let diff = (&m.grad_a - &reference.grad_a).norm() + (&m.grad_b - &reference.grad_b).norm();
         assert!(m.grad_norm() > 0.1, "{loss}: gradient should not vanish");
-        assert!(diff < 1e-5 * m.grad_norm(), "{loss}: gradients differ by {diff}");
+        assert!(
+            diff < 1e-5 * m.grad_norm(),
+            "{loss}: gradients differ by {diff}"
+        );
     }
 }
 
@@ -216,21 +256,35 @@ fn gradients_accumulate_across_calls_until_optim_step() {
     let ce = LossConfig::default();
 
     let mut split = model.clone();
-    split.forward_backward(&[d1.clone()], "cross_entropy", &ce).unwrap();
-    split.forward_backward(&[d2.clone()], "cross_entropy", &ce).unwrap();
+    split
+        .forward_backward(std::slice::from_ref(&d1), "cross_entropy", &ce)
+        .unwrap();
+    split
+        .forward_backward(std::slice::from_ref(&d2), "cross_entropy", &ce)
+        .unwrap();
     // A forward-only call in between changes nothing.
-    split.forward(&[d1.clone()], "cross_entropy", &ce).unwrap();
+    split
+        .forward(std::slice::from_ref(&d1), "cross_entropy", &ce)
+        .unwrap();
     let mut joint = model.clone();
-    joint.forward_backward(&[d1, d2], "cross_entropy", &ce).unwrap();
+    joint
+        .forward_backward(&[d1, d2], "cross_entropy", &ce)
+        .unwrap();
 
     assert_eq!(split.pending_backwards(), 2);
-    assert!(((&split.grad_a - &joint.grad_a).norm() + (&split.grad_b - &joint.grad_b).norm()) < 1e-12);
+    assert!(
+        ((&split.grad_a - &joint.grad_a).norm() + (&split.grad_b - &joint.grad_b).norm()) < 1e-12
+    );
     assert!(split.grad_norm() > 0.0);
 
     split
         .optim_step(&super::super::OptimParams::Adam(Default::default()))
         .unwrap();
-    assert_eq!(split.grad_norm(), 0.0, "optim_step clears the accumulated gradients");
+    assert_eq!(
+        split.grad_norm(),
+        0.0,
+        "optim_step clears the accumulated gradients"
+    );
     assert_eq!(split.pending_backwards(), 0);
 }
 
@@ -238,7 +292,9 @@ fn gradients_accumulate_across_calls_until_optim_step() {
 fn forward_logprobs_are_log_softmax_of_the_bigram_logits() {
     let model = small_model();
     let data = [sft(&[7, 7, 2], &[7, 2, 15], &[1.0, 1.0, 1.0])];
-    let out = model.forward(&data, "cross_entropy", &LossConfig::default()).unwrap();
+    let out = model
+        .forward(&data, "cross_entropy", &LossConfig::default())
+        .unwrap();
     let lp = out.loss_fn_outputs[0]["logprobs"].to_dense_f64(0.0);
     let expect = |prev: i32, next: usize| {
         let z = model.logits(prev as usize);

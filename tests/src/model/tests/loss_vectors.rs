@@ -156,14 +156,22 @@ fn the_client_side_custom_loss_surrogate_matches_the_table() {
 
 #[test]
 fn stable_reinforce_stand_in_is_importance_sampling_plus_a_quadratic_penalty() {
-    let is = loss("importance_sampling", &[]).evaluate(&LP, &inputs()).unwrap();
-    let plain = loss("stable_reinforce", &[]).evaluate(&LP, &inputs()).unwrap();
+    let is = loss("importance_sampling", &[])
+        .evaluate(&LP, &inputs())
+        .unwrap();
+    let plain = loss("stable_reinforce", &[])
+        .evaluate(&LP, &inputs())
+        .unwrap();
     assert_eq!(plain.grad, is.grad, "kl_coeff defaults to 0");
     let k = 0.1;
     let reg = loss("stable_reinforce", &[("kl_coeff", k)])
         .evaluate(&LP, &inputs())
         .unwrap();
-    let penalty: f64 = LP.iter().zip(SP).map(|(l, s)| 0.5 * k * (l - s).powi(2)).sum();
+    let penalty: f64 = LP
+        .iter()
+        .zip(SP)
+        .map(|(l, s)| 0.5 * k * (l - s).powi(2))
+        .sum();
     assert_close(reg.loss, is.loss + penalty, 1e-12, "loss");
     for t in 0..6 {
         assert_close(reg.grad[t], is.grad[t] + k * (LP[t] - SP[t]), 1e-12, "g");
@@ -192,7 +200,10 @@ fn gradients_of_losses_without_stop_gradients_match_finite_differences() {
         loss("cross_entropy", &[]),
         loss("importance_sampling", &[]),
         loss("ppo", &[]),
-        loss("ppo", &[("clip_low_threshold", 0.9), ("clip_high_threshold", 1.1)]),
+        loss(
+            "ppo",
+            &[("clip_low_threshold", 0.9), ("clip_high_threshold", 1.1)],
+        ),
         loss("dro", &[("beta", 0.3)]),
         loss("stable_reinforce", &[("kl_coeff", 0.2)]),
     ] {
@@ -216,8 +227,8 @@ fn cispo_and_gspo_gradients_hold_their_detached_ratio_fixed() {
     let out = gspo.evaluate(&LP, &inputs()).unwrap();
     // ℓ = mean over the mask of lp − sp = (0 + 0.3 − 0.4 + 0.3 − 0.5) / 5.
     let s = (-0.06f64).exp();
-    for t in 0..6 {
-        assert_close(out.grad[t], -s * A[t], 1e-12, "gspo g");
+    for (g, a) in out.grad.iter().zip(A) {
+        assert_close(*g, -s * a, 1e-12, "gspo g");
     }
 }
 
@@ -229,7 +240,10 @@ fn per_token_clip_thresholds_override_the_config() {
         clip_high: Some(vec![1.2; 6]),
         ..inputs()
     };
-    let ppo = loss("ppo", &[("clip_low_threshold", 0.0), ("clip_high_threshold", 100.0)]);
+    let ppo = loss(
+        "ppo",
+        &[("clip_low_threshold", 0.0), ("clip_high_threshold", 100.0)],
+    );
     let expected = loss("ppo", &[]).evaluate(&LP, &inputs()).unwrap();
     assert_eq!(ppo.evaluate(&LP, &with_inputs).unwrap(), expected);
 }

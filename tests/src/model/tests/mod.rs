@@ -16,8 +16,12 @@ use super::{LossConfig, ModelSpec, SplitMix64, ToyModel};
 /// A small model (V = 16, rank 3) whose `B` is random, so gradients reach both LoRA factors
 /// (with the LoRA initialisation B = 0, ∂L/∂A is identically zero).
 fn small_model() -> ToyModel {
-    let mut model = ToyModel::new(ModelSpec::new("toy/small", 3).with_vocab_size(16).with_seed(5))
-        .expect("valid spec");
+    let mut model = ToyModel::new(
+        ModelSpec::new("toy/small", 3)
+            .with_vocab_size(16)
+            .with_seed(5),
+    )
+    .expect("valid spec");
     let mut rng = SplitMix64::new(99);
     model.lora_b = DMatrix::from_fn(16, 3, |_, _| 0.5 * rng.next_normal());
     model

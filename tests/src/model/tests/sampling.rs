@@ -5,9 +5,7 @@
 use tinker_core::types::{Chunk, ModelInput};
 
 use super::super::tokenizer::decode_bytes;
-use super::super::{
-    ModelSpec, Position, SampleSettings, Stop, StopReason, ToyModel,
-};
+use super::super::{ModelSpec, Position, SampleSettings, Stop, StopReason, ToyModel};
 use super::{logprobs, sft, small_model};
 
 const DRAWS: usize = 20_000;
@@ -44,7 +42,10 @@ fn assert_matches(counts: &[usize], probs: &[f64], what: &str) {
     let (mut pooled_o, mut pooled_e) = (0.0, 0.0);
     for (t, (&c, &p)) in counts.iter().zip(probs).enumerate() {
         if p == 0.0 {
-            assert_eq!(c, 0, "{what}: token {t} has probability 0 but was drawn {c} times");
+            assert_eq!(
+                c, 0,
+                "{what}: token {t} has probability 0 but was drawn {c} times"
+            );
             continue;
         }
         let e = p * n as f64;
@@ -63,7 +64,10 @@ fn assert_matches(counts: &[usize], probs: &[f64], what: &str) {
     let dof = (bins.max(2) - 1) as f64;
     let z = 3.090; // 99.9 % normal quantile
     let q = dof * (1.0 - 2.0 / (9.0 * dof) + z * (2.0 / (9.0 * dof)).sqrt()).powi(3);
-    assert!(chi2 < q, "{what}: χ² = {chi2:.1} ≥ {q:.1} with {dof} degrees of freedom");
+    assert!(
+        chi2 < q,
+        "{what}: χ² = {chi2:.1} ≥ {q:.1} with {dof} degrees of freedom"
+    );
 }
 
 fn model_probs(model: &ToyModel) -> Vec<f64> {
@@ -159,7 +163,10 @@ fn top_p_keeps_the_smallest_nucleus_reaching_the_mass() {
             break;
         }
     }
-    assert!(nucleus.len() >= 2 && nucleus.len() < p.len(), "the scenario needs a real cut");
+    assert!(
+        nucleus.len() >= 2 && nucleus.len() < p.len(),
+        "the scenario needs a real cut"
+    );
     let counts = histogram(
         &model,
         SampleSettings {
@@ -213,7 +220,10 @@ fn reported_logprobs_are_temperature_one_and_match_training() {
     let datum = sft(&full[..full.len() - 1], &targets, &vec![0.0; targets.len()]);
     let trained = &logprobs(&model, &[datum])[0];
     for (i, (s, t)) in seq.logprobs.iter().zip(trained).enumerate() {
-        assert!((s - t).abs() < 1e-6, "token {i}: sampled {s} vs forward {t}");
+        assert!(
+            (s - t).abs() < 1e-6,
+            "token {i}: sampled {s} vs forward {t}"
+        );
     }
 }
 
@@ -257,13 +267,24 @@ fn eos_stops_only_when_stop_is_null() {
 
     let eos_at = path.iter().position(|&t| t == path[1]).unwrap() + 1;
     let (tokens, reason) = run(&model, &[2], Stop::Default, 6);
-    assert_eq!((tokens.as_slice(), reason), (&path[..eos_at], StopReason::Stop), "null stop: EOS");
+    assert_eq!(
+        (tokens.as_slice(), reason),
+        (&path[..eos_at], StopReason::Stop),
+        "null stop: EOS"
+    );
     let (tokens, reason) = run(&model, &[2], Stop::Tokens(vec![]), 6);
-    assert_eq!((tokens, reason), (path.clone(), StopReason::Length), "[] disables EOS");
+    assert_eq!(
+        (tokens, reason),
+        (path.clone(), StopReason::Length),
+        "[] disables EOS"
+    );
     // An explicit list replaces the implicit EOS.
     let (tokens, reason) = run(&model, &[2], Stop::Tokens(vec![path[2]]), 6);
     let expected_len = path.iter().position(|&t| t == path[2]).unwrap() + 1;
-    assert_eq!((tokens.as_slice(), reason), (&path[..expected_len], StopReason::Stop));
+    assert_eq!(
+        (tokens.as_slice(), reason),
+        (&path[..expected_len], StopReason::Stop)
+    );
 }
 
 #[test]
@@ -274,13 +295,21 @@ fn stop_strings_match_the_generated_bytes() {
     let text = decode_bytes(&path);
     // Stop on the text of generated tokens 2..=3; generation ends at that string's first end.
     let stop = String::from_utf8_lossy(&text[2..4]).into_owned();
-    assert_eq!(stop.as_bytes(), &text[2..4], "the scenario needs ASCII-safe bytes");
+    assert_eq!(
+        stop.as_bytes(),
+        &text[2..4],
+        "the scenario needs ASCII-safe bytes"
+    );
     let first_end = (2..=text.len())
         .find(|&end| text[..end].ends_with(stop.as_bytes()))
         .unwrap();
     let (tokens, reason) = run(&model, &[b'a' as i32], Stop::Strings(vec![stop]), 10);
     assert_eq!(reason, StopReason::Stop);
-    assert_eq!(tokens, path[..first_end].to_vec(), "the stopping token is kept");
+    assert_eq!(
+        tokens,
+        path[..first_end].to_vec(),
+        "the stopping token is kept"
+    );
     // The prompt's own bytes never trigger a stop string.
     let (tokens, reason) = run(&model, &[b'a' as i32], Stop::Strings(vec!["a".into()]), 10);
     assert_eq!(reason == StopReason::Stop, path.contains(&(b'a' as i32)));
@@ -321,16 +350,28 @@ fn prompt_logprobs_are_none_first_and_for_media_and_match_forward() {
     assert_eq!(plp[1], Some(after(Position::Token(4), 9)));
     assert_eq!(plp[3], Some(after(Position::Media, 9)));
     assert_eq!(plp[4], Some(after(Position::Token(9), 2)));
-    assert_eq!(model.prompt_logprobs(&prompt).unwrap(), plp, "compute_logprobs");
+    assert_eq!(
+        model.prompt_logprobs(&prompt).unwrap(),
+        plp,
+        "compute_logprobs"
+    );
 
     let topk = out.topk_prompt_logprobs.unwrap();
     assert_eq!(topk[0], None);
     for (i, row) in topk.iter().enumerate().skip(1) {
         let row = row.as_ref().unwrap();
         assert_eq!(row.len(), 3);
-        assert!(row.windows(2).all(|w| w[0].1 >= w[1].1), "row {i} best first");
+        assert!(
+            row.windows(2).all(|w| w[0].1 >= w[1].1),
+            "row {i} best first"
+        );
         // Nothing outside the row beats its last entry.
-        let prev = [Position::Token(4), Position::Token(9), Position::Media, Position::Token(9)][i - 1];
+        let prev = [
+            Position::Token(4),
+            Position::Token(9),
+            Position::Media,
+            Position::Token(9),
+        ][i - 1];
         let all = model.next_token_logprobs(prev).unwrap();
         let beating = all.iter().filter(|&&lp| lp > row[2].1).count();
         assert!(beating <= 2, "row {i}");
@@ -347,7 +388,9 @@ fn top_k_sample_logprobs_accompany_each_generated_token() {
         topk_sample_logprobs: 2,
         ..SampleSettings::default()
     };
-    let out = model.sample(&ModelInput::from_tokens(vec![1]), &settings, 2, 3).unwrap();
+    let out = model
+        .sample(&ModelInput::from_tokens(vec![1]), &settings, 2, 3)
+        .unwrap();
     for seq in &out.sequences {
         let top = seq.topk_logprobs.as_ref().unwrap();
         assert_eq!(top.len(), seq.tokens.len());
@@ -367,23 +410,74 @@ fn bad_sampling_settings_are_user_errors() {
     let model = small_model();
     let prompt = ModelInput::from_tokens(vec![1]);
     let cases = [
-        (SampleSettings { temperature: -0.1, ..Default::default() }, 1, "temperature"),
-        (SampleSettings { top_k: 0, ..Default::default() }, 1, "top_k"),
-        (SampleSettings { top_p: 0.0, ..Default::default() }, 1, "top_p"),
-        (SampleSettings { max_tokens: Some(0), ..Default::default() }, 1, "max_tokens"),
-        (SampleSettings { stop: Stop::Strings(vec![String::new()]), ..Default::default() }, 1, "stop"),
+        (
+            SampleSettings {
+                temperature: -0.1,
+                ..Default::default()
+            },
+            1,
+            "temperature",
+        ),
+        (
+            SampleSettings {
+                top_k: 0,
+                ..Default::default()
+            },
+            1,
+            "top_k",
+        ),
+        (
+            SampleSettings {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            1,
+            "top_p",
+        ),
+        (
+            SampleSettings {
+                max_tokens: Some(0),
+                ..Default::default()
+            },
+            1,
+            "max_tokens",
+        ),
+        (
+            SampleSettings {
+                stop: Stop::Strings(vec![String::new()]),
+                ..Default::default()
+            },
+            1,
+            "stop",
+        ),
         (SampleSettings::default(), 0, "num_samples"),
     ];
     for (settings, n, field) in cases {
         let err = model.sample(&prompt, &settings, n, 0).unwrap_err();
-        assert!(err.is_user() && err.message.contains(field), "{field}: {err}");
+        assert!(
+            err.is_user() && err.message.contains(field),
+            "{field}: {err}"
+        );
     }
     let err = model
-        .sample(&ModelInput::from_tokens(vec![16]), &SampleSettings::default(), 1, 0)
+        .sample(
+            &ModelInput::from_tokens(vec![16]),
+            &SampleSettings::default(),
+            1,
+            0,
+        )
         .unwrap_err();
-    assert!(err.is_user() && err.message.contains("outside the vocabulary"), "{err}");
+    assert!(
+        err.is_user() && err.message.contains("outside the vocabulary"),
+        "{err}"
+    );
     let err = model
-        .sample(&ModelInput::from_tokens(vec![]), &SampleSettings::default(), 1, 0)
+        .sample(
+            &ModelInput::from_tokens(vec![]),
+            &SampleSettings::default(),
+            1,
+            0,
+        )
         .unwrap_err();
     assert!(err.message.contains("empty"), "{err}");
 }

@@ -41,9 +41,17 @@ fn twenty_steps_of_cross_entropy_learn_a_small_dataset() {
     let last = model.forward(&data, "cross_entropy", &ce).unwrap().metrics["loss:sum"];
     let tokens = 10.0 + 10.0 + 6.0;
     // The random base model starts near its entropy (several nats per token)…
-    assert!(losses[0] / tokens > 3.0, "initial loss per token {}", losses[0] / tokens);
+    assert!(
+        losses[0] / tokens > 3.0,
+        "initial loss per token {}",
+        losses[0] / tokens
+    );
     // …and 20 steps take the loss below a fifth of that.
-    assert!(last < losses[0] / 5.0, "loss went from {} to {last}", losses[0]);
+    assert!(
+        last < losses[0] / 5.0,
+        "loss went from {} to {last}",
+        losses[0]
+    );
     assert_eq!(model.step(), 20);
 }
 
@@ -68,9 +76,18 @@ fn the_first_adam_step_moves_every_parameter_by_the_learning_rate_against_its_gr
         (&model.lora_b, &before.lora_b, &gb),
     ] {
         for i in 0..g.len() {
-            let expected = if g[i] == 0.0 { 0.0 } else { -lr * g[i].signum() };
+            let expected = if g[i] == 0.0 {
+                0.0
+            } else {
+                -lr * g[i].signum()
+            };
             // eps = 1e-12 in the denominator shifts the step by a relative ~1e-10.
-            assert!((after[i] - before[i] - expected).abs() < lr * 1e-8, "entry {i}: moved {} for gradient {}", after[i] - before[i], g[i]);
+            assert!(
+                (after[i] - before[i] - expected).abs() < lr * 1e-8,
+                "entry {i}: moved {} for gradient {}",
+                after[i] - before[i],
+                g[i]
+            );
         }
     }
 }
@@ -116,11 +133,18 @@ fn gradient_clipping_caps_the_global_norm() {
             beta1: 0.9,
         }))
         .unwrap();
-    assert_eq!(metrics["grad_norm:mean"], norm, "the metric reports the norm before clipping");
+    assert_eq!(
+        metrics["grad_norm:mean"], norm,
+        "the metric reports the norm before clipping"
+    );
     let moved = ((&model.lora_a - &before.0).norm_squared()
         + (&model.lora_b - &before.1).norm_squared())
     .sqrt();
-    assert!((moved - lr * clip).abs() < 1e-12, "moved {moved}, expected {}", lr * clip);
+    assert!(
+        (moved - lr * clip).abs() < 1e-12,
+        "moved {moved}, expected {}",
+        lr * clip
+    );
 }
 
 #[test]
@@ -132,10 +156,22 @@ fn optimizer_parameters_must_fit_the_model() {
     assert!(err.is_user());
     assert!(err.message.contains("adamw"), "{err}");
     for bad in [
-        AdamParams { learning_rate: -1.0, ..AdamParams::default() },
-        AdamParams { beta1: 1.0, ..AdamParams::default() },
-        AdamParams { beta2: f64::NAN, ..AdamParams::default() },
-        AdamParams { weight_decay: -0.1, ..AdamParams::default() },
+        AdamParams {
+            learning_rate: -1.0,
+            ..AdamParams::default()
+        },
+        AdamParams {
+            beta1: 1.0,
+            ..AdamParams::default()
+        },
+        AdamParams {
+            beta2: f64::NAN,
+            ..AdamParams::default()
+        },
+        AdamParams {
+            weight_decay: -0.1,
+            ..AdamParams::default()
+        },
     ] {
         let err = model.optim_step(&OptimParams::Adam(bad)).unwrap_err();
         assert!(err.is_user(), "{err}");
