@@ -17,9 +17,10 @@
 //! * `logits(prev) = W[prev] + A[prev] · B`: the prediction at position *i* depends only on the
 //!   token (or media position) at *i*, which is the next-token alignment of losses.md §1.1.
 //!
-//! A batch is evaluated per **distinct context**, not per token: at most `V + 1` logits rows are
-//! materialised, so a 128 × 512-token `forward_backward` costs a few `V·r` products per distinct
-//! context plus O(1) per token.
+//! A batch is evaluated per **distinct context**, not per token: the logits of the (at most
+//! `V + 1`) contexts a batch uses are one matrix product `W + Bᵀ·A` over those columns, and the
+//! backward pass is two more; each token then costs O(1). A 128 × 512-token `forward_backward`
+//! takes well under 0.1 s in release builds (see `tests/timing.rs`).
 //!
 //! # What it implements
 //!

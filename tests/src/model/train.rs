@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use nalgebra::{DMatrix, DVector};
+use nalgebra::DMatrix;
 use tinker_core::types::{Datum, TensorData};
 
 use super::error::ModelError;
@@ -29,12 +29,6 @@ struct Prepared {
     /// Context index per input position.
     contexts: Vec<usize>,
     targets: Targets,
-}
-
-/// The logits of one context, with its log-normaliser.
-struct Row {
-    logits: DVector<f64>,
-    lse: f64,
 }
 
 impl ToyModel {
@@ -85,8 +79,7 @@ impl ToyModel {
         Ok(out)
     }
 
-    /// The whole pass: validate every datum, evaluate the needed logits rows once per distinct
-    /// context, compute the loss per datum, and (if asked) back-propagate into fresh gradient
+    /// The whole pass: validate every datum, evaluate the logits once per distinct context, compute the loss per datum, and (if asked) back-propagate into fresh gradient
     /// matrices the caller adds to the accumulators.
     #[allow(clippy::type_complexity)]
     fn run(
@@ -105,21 +98,42 @@ impl ToyModel {
             .map(|(i, d)| self.prepare(i, d, loss.allows_2d_targets()))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let mut rows: Vec<Option<Row>> = (0..=v).map(|_| None).collect();
+        // The distinct contexts of the batch, each evaluated once as a column of Z = W + Bᵀ·A
+        // (one matrix product, so large batches go through an optimised gemm).
+        let mut slot: Vec<Option<usize>> = vec![None; v + 1];
+        let mut used = Vec::new();
         for p in &prepared {
             for &c in &p.contexts {
-                if rows[c].is_none() {
-                    let logits = self.logits(c);
-                    let lse = log_sum_exp(logits.as_slice());
-                    rows[c] = Some(Row { logits, lse });
+                if slot[c].is_none() {
+                    slot[c] = Some(used.len());
+                    used.push(c);
                 }
             }
         }
-        let row = |c: usize| rows[c].as_ref().expect("every used context was evaluated");
+        let column_of = |c: usize| slot[c].expect("every context of the batch has a column");
+        let a_used = DMatrix::from_columns(
+            &used
+                .iter()
+                .map(|&c| self.lora_a.column(c))
+                .collect::<Vec<_>>(),
+        );
+        let mut z = DMatrix::from_columns(
+            &used
+                .iter()
+                .map(|&c| self.base.column(c))
+                .collect::<Vec<_>>(),
+        );
+        if self.spec.rank > 0 {
+            z.gemm(1.0, &self.lora_b, &a_used, 1.0);
+        }
+        let lse: Vec<f64> = z
+            .column_iter()
+            .map(|col| log_sum_exp(col.as_slice()))
+            .collect();
 
-        // Per context: Σ g (times softmax, subtracted later) and the one-hot target part of ∂L/∂z.
-        let mut g_total = vec![0.0; v + 1];
-        let mut g_onehot: Vec<Option<DVector<f64>>> = (0..=v).map(|_| None).collect();
+        // ∂L/∂Z, built as Σ_t g_t·onehot(target_t) minus (Σ_t g_t)·softmax per column.
+        let mut dz = backward.then(|| DMatrix::<f64>::zeros(v, used.len()));
+        let mut g_total = vec![0.0; used.len()];
         let mut outputs = Vec::with_capacity(data.len());
         let mut loss_sum = 0.0;
         for (i, (datum, p)) in data.iter().zip(&prepared).enumerate() {
@@ -131,8 +145,8 @@ impl ToyModel {
                 .iter()
                 .enumerate()
                 .map(|(j, &t)| {
-                    let r = row(p.contexts[j / k]);
-                    r.logits[t] - r.lse
+                    let col = column_of(p.contexts[j / k]);
+                    z[(t, col)] - lse[col]
                 })
                 .collect();
             let result = loss.datum_loss(datum, &at, &lp, &p.targets.shape)?;
@@ -150,15 +164,11 @@ impl ToyModel {
                 )));
             }
             loss_sum += result.loss;
-            if backward {
+            if let Some(dz) = &mut dz {
                 for (j, &t) in p.targets.ids.iter().enumerate() {
-                    let g = result.grad[j];
-                    if g == 0.0 {
-                        continue;
-                    }
-                    let c = p.contexts[j / k];
-                    g_total[c] += g;
-                    g_onehot[c].get_or_insert_with(|| DVector::zeros(v))[t] += g;
+                    let col = column_of(p.contexts[j / k]);
+                    g_total[col] += result.grad[j];
+                    dz[(t, col)] += result.grad[j];
                 }
             }
             let mut out = BTreeMap::new();
@@ -172,23 +182,27 @@ impl ToyModel {
             outputs.push(out);
         }
 
-        let grads = backward.then(|| {
+        let grads = dz.map(|mut dz| {
+            for (col, (mut d, zc)) in dz.column_iter_mut().zip(z.column_iter()).enumerate() {
+                let (g, l) = (g_total[col], lse[col]);
+                if g != 0.0 {
+                    for (d, x) in d.iter_mut().zip(zc.iter()) {
+                        *d -= g * (x - l).exp();
+                    }
+                }
+            }
             let r = self.spec.rank;
             let mut ga = DMatrix::zeros(r, v + 1);
             let mut gb = DMatrix::zeros(v, r);
-            for c in 0..=v {
-                let Some(onehot) = g_onehot[c].take() else {
-                    continue;
-                };
-                // ∂L/∂z = Σ_t g_t (onehot(target_t) − softmax(z)).
-                let Row { logits, lse } = row(c);
-                let dz = onehot - logits.map(|x| (x - lse).exp()) * g_total[c];
-                if r > 0 {
-                    // z = W[c] + Bᵀ a_c  ⇒  ∂L/∂a_c = B dz,  ∂L/∂Bᵀ = dz a_cᵀ.
-                    let a_c = self.lora_a.column(c);
-                    ga.column_mut(c).gemv_tr(1.0, &self.lora_b, &dz, 1.0);
-                    gb.ger(1.0, &dz, &a_c, 1.0);
+            if r > 0 {
+                // Z = W + Bᵀ·A  ⇒  ∂L/∂A = B·∂L/∂Z (scattered to the used columns),
+                // ∂L/∂Bᵀ = ∂L/∂Z·Aᵀ.
+                let mut ga_used = DMatrix::zeros(r, used.len());
+                ga_used.gemm(1.0, &self.lora_b.transpose(), &dz, 0.0);
+                for (j, &c) in used.iter().enumerate() {
+                    ga.set_column(c, &ga_used.column(j));
                 }
+                gb.gemm(1.0, &dz, &a_used.transpose(), 0.0);
             }
             (ga, gb)
         });

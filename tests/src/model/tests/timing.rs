@@ -19,7 +19,7 @@ fn forward_backward_timing_128_by_512() {
             sft(&tokens, &targets, &[1.0; 512])
         })
         .collect();
-    for rank in [32usize, 64] {
+    for rank in [0usize, 32, 64] {
         let mut model = ToyModel::new(ModelSpec::new("Qwen/Qwen3-8B", rank)).unwrap();
         let start = Instant::now();
         let out = model
