@@ -24,6 +24,9 @@ pub struct ForwardOutput {
     pub metrics: BTreeMap<String, f64>,
 }
 
+/// Gradients of one pass, shaped like `lora_a` and `lora_b`.
+type LoraGrads = (DMatrix<f64>, DMatrix<f64>);
+
 /// One datum, read and checked.
 struct Prepared {
     /// Context index per input position.
@@ -79,15 +82,15 @@ impl ToyModel {
         Ok(out)
     }
 
-    /// The whole pass: validate every datum, evaluate the logits once per distinct context, compute the loss per datum, and (if asked) back-propagate into fresh gradient
-    /// matrices the caller adds to the accumulators.
-    #[allow(clippy::type_complexity)]
+    /// The whole pass: validate every datum, evaluate the logits once per distinct context,
+    /// compute the loss per datum, and (if asked) back-propagate into fresh gradients
+    /// `(∂L/∂A, ∂L/∂Bᵀ)` the caller adds to the accumulators.
     fn run(
         &self,
         data: &[Datum],
         loss: &dyn LossFunction,
         backward: bool,
-    ) -> Result<(ForwardOutput, Option<(DMatrix<f64>, DMatrix<f64>)>), ModelError> {
+    ) -> Result<(ForwardOutput, Option<LoraGrads>), ModelError> {
         if data.is_empty() {
             return Err(ModelError::user("data: no datums were given"));
         }
