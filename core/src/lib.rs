@@ -30,6 +30,7 @@
 
 pub mod error;
 pub mod io;
+pub mod path;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};
