@@ -31,6 +31,7 @@
 pub mod error;
 pub mod io;
 pub mod path;
+pub mod settings;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};
