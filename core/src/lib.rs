@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod endpoints;
 pub mod error;
 pub mod io;
 pub mod path;
