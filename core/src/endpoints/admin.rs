@@ -2,7 +2,9 @@
 
 use super::{ApiRequest, EndpointId, EndpointSpec};
 use crate::error::{Error, Result};
-use crate::types::{AuditEventType, AuditLogResponse, BillingUsageResponse, CheckpointStorageUsage, Timestamp};
+use crate::types::{
+    AuditEventType, AuditLogResponse, BillingUsageResponse, CheckpointStorageUsage, Timestamp,
+};
 
 /// `GET /api/v1/audit?event_type=<t>[&day=YYYY-MM-DD]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -28,7 +30,10 @@ impl ApiRequest for GetAuditLog {
         if let Some(day) = &self.day {
             let ok = day.len() == 10 && Timestamp::parse(day).is_ok();
             if !ok {
-                return Err(Error::invalid("day", format!("{day:?} must be a date YYYY-MM-DD")));
+                return Err(Error::invalid(
+                    "day",
+                    format!("{day:?} must be a date YYYY-MM-DD"),
+                ));
             }
         }
         Ok(())
@@ -58,11 +63,17 @@ impl ApiRequest for GetBillingUsage {
     fn query(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
             ("starting_on", Some(self.starting_on.as_str().to_owned())),
-            ("ending_before", Some(self.ending_before.as_str().to_owned())),
+            (
+                "ending_before",
+                Some(self.ending_before.as_str().to_owned()),
+            ),
         ]
     }
     fn validate(&self) -> Result<()> {
-        for (loc, t) in [("starting_on", &self.starting_on), ("ending_before", &self.ending_before)] {
+        for (loc, t) in [
+            ("starting_on", &self.starting_on),
+            ("ending_before", &self.ending_before),
+        ] {
             if t.unix_nanos().rem_euclid(3_600_000_000_000) != 0 {
                 return Err(Error::invalid(loc, format!("{t} must be on a whole hour")));
             }
@@ -72,7 +83,10 @@ impl ApiRequest for GetBillingUsage {
             return Err(Error::invalid("ending_before", "must be after starting_on"));
         }
         if span > Self::MAX_WINDOW_SECONDS {
-            return Err(Error::invalid("ending_before", "the window must be at most 14 days"));
+            return Err(Error::invalid(
+                "ending_before",
+                "the window must be at most 14 days",
+            ));
         }
         Ok(())
     }

@@ -78,7 +78,8 @@ pub fn decode_response<R: ApiRequest + ?Sized>(
 ) -> Result<R::Response> {
     let spec = req.endpoint();
     if !(200..300).contains(&status) {
-        let path = super::render_path(spec, &req.path_params()).unwrap_or_else(|_| spec.path.to_owned());
+        let path =
+            super::render_path(spec, &req.path_params()).unwrap_or_else(|_| spec.path.to_owned());
         return Err(status_error(&path, status, headers, body));
     }
     R::Response::from_body(spec, body)

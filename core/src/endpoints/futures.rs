@@ -3,8 +3,8 @@
 use http::header::HeaderMap;
 
 use super::{
-    header_value, json_body_request, ApiRequest, EndpointId, EndpointSpec, ReadTimeout, RequestBody,
-    JSON, PROTOBUF,
+    header_value, json_body_request, ApiRequest, EndpointId, EndpointSpec, ReadTimeout,
+    RequestBody, JSON, PROTOBUF,
 };
 use crate::error::Result;
 use crate::types::{
@@ -30,7 +30,11 @@ pub struct RetrieveFuture {
 
 impl RetrieveFuture {
     /// The first poll of `request_id`.
-    pub fn first(request_id: impl Into<String>, request_type: RequestType, create_roundtrip_secs: f64) -> RetrieveFuture {
+    pub fn first(
+        request_id: impl Into<String>,
+        request_type: RequestType,
+        create_roundtrip_secs: f64,
+    ) -> RetrieveFuture {
         RetrieveFuture {
             body: RetrieveFutureRequest {
                 request_id: request_id.into(),
@@ -74,20 +78,32 @@ impl ApiRequest for RetrieveFuture {
         self.request_type
     }
     fn extra_headers(&self, h: &mut HeaderMap) -> Result<()> {
-        h.insert("x-tinker-request-iteration", header_value("x-tinker-request-iteration", &self.iteration.to_string())?);
+        h.insert(
+            "x-tinker-request-iteration",
+            header_value("x-tinker-request-iteration", &self.iteration.to_string())?,
+        );
         if let Some(t) = self.request_type {
-            h.insert("x-tinker-request-type", header_value("x-tinker-request-type", t.header_value())?);
+            h.insert(
+                "x-tinker-request-type",
+                header_value("x-tinker-request-type", t.header_value())?,
+            );
         }
         if self.iteration == 0 {
             if let Some(secs) = self.create_roundtrip_secs {
                 h.insert(
                     "x-tinker-create-promise-roundtrip-time",
-                    header_value("x-tinker-create-promise-roundtrip-time", &format_python_float(secs))?,
+                    header_value(
+                        "x-tinker-create-promise-roundtrip-time",
+                        &format_python_float(secs),
+                    )?,
                 );
             }
         }
         // An SDK-internal marker that leaks onto the wire; servers ignore it.
-        h.insert("x-stainless-raw-response", header_value("x-stainless-raw-response", "raw")?);
+        h.insert(
+            "x-stainless-raw-response",
+            header_value("x-stainless-raw-response", "raw")?,
+        );
         Ok(())
     }
 }

@@ -60,8 +60,7 @@ pub use rest::{
 };
 pub use sampling::GetSampler;
 pub use session::{
-    FinishSession, GetClientConfig, GetDynamicConfig, GetServerCapabilities, Healthz,
-    SendTelemetry,
+    FinishSession, GetClientConfig, GetDynamicConfig, GetServerCapabilities, Healthz, SendTelemetry,
 };
 pub use table::{
     Availability, BodyKind, EndpointId, EndpointSpec, HttpMethod, IdempotencyRule, ReadTimeout,
@@ -96,7 +95,9 @@ impl RequestBody {
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<RequestBody> {
         serde_json::to_vec(value)
             .map(|v| RequestBody::Json(Bytes::from(v)))
-            .map_err(|e| Error::invalid("request body", format!("cannot be serialized as JSON: {e}")))
+            .map_err(|e| {
+                Error::invalid("request body", format!("cannot be serialized as JSON: {e}"))
+            })
     }
 }
 
@@ -255,10 +256,20 @@ impl AttemptHeaders {
 
 /// Formats 128 random bits as a UUID version 4 string.
 pub fn bare_uuid(random: u128) -> String {
-    let v = (random & !(0xF000 << 64) & !(0xC000_0000_0000_0000)) | (0x4000 << 64) | 0x8000_0000_0000_0000;
+    let v = (random & !(0xF000 << 64) & !(0xC000_0000_0000_0000))
+        | (0x4000 << 64)
+        | 0x8000_0000_0000_0000;
     let b = v.to_be_bytes();
-    let hex = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!("{}-{}-{}-{}-{}", hex(0..4), hex(4..6), hex(6..8), hex(8..10), hex(10..16))
+    let hex =
+        |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex(0..4),
+        hex(4..6),
+        hex(6..8),
+        hex(8..10),
+        hex(10..16)
+    )
 }
 
 /// An idempotency key for the per-logical-call rule: `tinker-rs-retry-<uuid4>` (the Python SDK
@@ -292,7 +303,9 @@ impl RequestContext {
             )));
         }
         if uri.query().is_some() {
-            return Err(Error::Config(format!("base URL {base_url:?} must not have a query")));
+            return Err(Error::Config(format!(
+                "base URL {base_url:?} must not have a query"
+            )));
         }
         Ok(RequestContext {
             base_url,
@@ -383,7 +396,11 @@ impl RequestContext {
 
     /// Validates `req` and builds the HTTP request for one attempt. This is the only place the
     /// common headers are assembled.
-    pub fn build<R: ApiRequest + ?Sized>(&self, req: &R, attempt: &AttemptHeaders) -> Result<http::Request<Bytes>> {
+    pub fn build<R: ApiRequest + ?Sized>(
+        &self,
+        req: &R,
+        attempt: &AttemptHeaders,
+    ) -> Result<http::Request<Bytes>> {
         req.validate()?;
         let spec = req.endpoint();
         let uri = format!("{}{}", self.base_url, self.path_and_query(req)?);
@@ -404,7 +421,11 @@ impl RequestContext {
         put(&mut h, "x-stainless-os", &self.platform.os)?;
         put(&mut h, "x-stainless-arch", &self.platform.arch)?;
         put(&mut h, "x-stainless-runtime", &self.platform.runtime)?;
-        put(&mut h, "x-stainless-runtime-version", &self.platform.runtime_version)?;
+        put(
+            &mut h,
+            "x-stainless-runtime-version",
+            &self.platform.runtime_version,
+        )?;
         put(&mut h, "x-stainless-async", &self.platform.async_label)?;
         for (name, value) in self.default_headers.iter().chain(&self.header_overrides) {
             h.insert(name.clone(), value.clone());
@@ -418,14 +439,21 @@ impl RequestContext {
                 _ => JSON,
             };
             put(&mut h, "content-type", content_type)?;
-            if let RequestBody::Protobuf { compressed: true, .. } = body {
+            if let RequestBody::Protobuf {
+                compressed: true, ..
+            } = body
+            {
                 put(&mut h, "content-encoding", "zstd")?;
             }
             if spec.idempotency != IdempotencyRule::None {
                 let key = attempt.idempotency_key.as_deref().ok_or_else(|| {
                     Error::invalid(
                         "X-Idempotency-Key",
-                        format!("{} {} needs an idempotency key", spec.method.as_str(), spec.path),
+                        format!(
+                            "{} {} needs an idempotency key",
+                            spec.method.as_str(),
+                            spec.path
+                        ),
                     )
                 })?;
                 put(&mut h, "x-idempotency-key", key)?;
@@ -435,8 +463,16 @@ impl RequestContext {
             put(&mut h, "x-sdk-version", &self.sdk_version)?;
             put(&mut h, "x-sdk-method", method)?;
         }
-        put(&mut h, "x-stainless-retry-count", &attempt.retry_count.to_string())?;
-        put(&mut h, "x-stainless-read-timeout", &req.read_timeout().header_value())?;
+        put(
+            &mut h,
+            "x-stainless-retry-count",
+            &attempt.retry_count.to_string(),
+        )?;
+        put(
+            &mut h,
+            "x-stainless-read-timeout",
+            &req.read_timeout().header_value(),
+        )?;
         if spec.sampling_backpressure {
             put(&mut h, "x-tinker-sampling-backpressure", "1")?;
         }
@@ -446,7 +482,12 @@ impl RequestContext {
     }
 }
 
-fn finish(spec: &EndpointSpec, uri: String, headers: HeaderMap, body: RequestBody) -> Result<http::Request<Bytes>> {
+fn finish(
+    spec: &EndpointSpec,
+    uri: String,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> Result<http::Request<Bytes>> {
     let bytes = match body {
         RequestBody::Empty => Bytes::new(),
         RequestBody::Json(b) | RequestBody::Protobuf { bytes: b, .. } => b,
@@ -469,7 +510,10 @@ fn header_pair(name: &str, value: &str) -> Result<(HeaderName, HeaderValue)> {
 fn header_value(name: &str, value: &str) -> Result<HeaderValue> {
     let mut v = HeaderValue::from_str(value).map_err(|_| {
         // Never echo the value: it may be a credential.
-        Error::invalid(name, "header value contains characters not allowed in HTTP headers")
+        Error::invalid(
+            name,
+            "header value contains characters not allowed in HTTP headers",
+        )
     })?;
     if matches!(
         name.to_ascii_lowercase().as_str(),
@@ -486,10 +530,16 @@ fn render_path(spec: &EndpointSpec, params: &[Cow<'_, str>]) -> Result<String> {
     let mut rest = spec.path;
     let mut values = params.iter();
     while let Some(open) = rest.find('{') {
-        let close = rest[open..].find('}').map(|c| open + c).unwrap_or(rest.len() - 1);
+        let close = rest[open..]
+            .find('}')
+            .map(|c| open + c)
+            .unwrap_or(rest.len() - 1);
         out.push_str(&rest[..open]);
         let value = values.next().ok_or_else(|| {
-            Error::invalid(spec.path, format!("missing value for {}", &rest[open..=close]))
+            Error::invalid(
+                spec.path,
+                format!("missing value for {}", &rest[open..=close]),
+            )
         })?;
         out.push_str(value);
         rest = &rest[close + 1..];
@@ -520,7 +570,9 @@ pub fn encode_query(params: &[(&str, Option<String>)]) -> String {
 fn encode_component(s: &str, out: &mut String) {
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(char::from(b)),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(b))
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }

@@ -197,7 +197,10 @@ pub struct ListUserCheckpoints {
 
 impl Default for ListUserCheckpoints {
     fn default() -> ListUserCheckpoints {
-        ListUserCheckpoints { limit: 100, offset: 0 }
+        ListUserCheckpoints {
+            limit: 100,
+            offset: 0,
+        }
     }
 }
 

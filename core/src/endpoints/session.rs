@@ -104,7 +104,11 @@ pub struct FinishSession {
 
 impl FinishSession {
     /// Finishes `session_id` for `reason`.
-    pub fn new(session_id: impl Into<String>, reason: FinishReason, detail: Option<String>) -> FinishSession {
+    pub fn new(
+        session_id: impl Into<String>,
+        reason: FinishReason,
+        detail: Option<String>,
+    ) -> FinishSession {
         FinishSession {
             session_id: session_id.into(),
             body: FinishSessionRequest::new(reason, detail),

@@ -357,10 +357,19 @@ mod tests {
             assert_eq!(spec.id as usize, i, "{:?}", spec.id);
             assert!(spec.path.starts_with("/api/v1/"), "{}", spec.path);
         }
-        let v025 = ENDPOINTS.iter().filter(|s| s.availability != Availability::Since038).count();
-        let v038 = ENDPOINTS.iter().filter(|s| s.availability != Availability::Only025).count();
+        let v025 = ENDPOINTS
+            .iter()
+            .filter(|s| s.availability != Availability::Since038)
+            .count();
+        let v038 = ENDPOINTS
+            .iter()
+            .filter(|s| s.availability != Availability::Only025)
+            .count();
         assert_eq!((v025, v038), (36, 46));
-        let mut pairs: Vec<(&str, &str)> = ENDPOINTS.iter().map(|s| (s.method.as_str(), s.path)).collect();
+        let mut pairs: Vec<(&str, &str)> = ENDPOINTS
+            .iter()
+            .map(|s| (s.method.as_str(), s.path))
+            .collect();
         pairs.sort();
         pairs.dedup();
         assert_eq!(pairs.len(), 48, "method+path pairs are distinct");
@@ -374,13 +383,24 @@ mod tests {
                 assert_eq!(spec.idempotency, IdempotencyRule::None, "{:?}", spec.id);
             }
         }
-        assert_eq!(EndpointId::CopyWeights.spec().idempotency, IdempotencyRule::FixedBareUuid);
-        assert_eq!(EndpointId::OptimStep.spec().idempotency, IdempotencyRule::PerAttemptChain);
+        assert_eq!(
+            EndpointId::CopyWeights.spec().idempotency,
+            IdempotencyRule::FixedBareUuid
+        );
+        assert_eq!(
+            EndpointId::OptimStep.spec().idempotency,
+            IdempotencyRule::PerAttemptChain
+        );
     }
 
     #[test]
     fn retry_layers_follow_the_section_5_codes() {
-        let h_x = RetryLayers { http: true, holder: true, sampling: false, own: None };
+        let h_x = RetryLayers {
+            http: true,
+            holder: true,
+            sampling: false,
+            own: None,
+        };
         assert_eq!(EndpointId::ForwardBackward.spec().retries, h_x);
         let save = EndpointId::SaveWeights.spec().retries;
         assert!(!save.http && save.holder);
@@ -393,20 +413,50 @@ mod tests {
 
     #[test]
     fn read_timeouts_format_like_the_sdk() {
-        assert_eq!(EndpointId::CreateModel.spec().read_timeout.header_value(), "60");
-        assert_eq!(EndpointId::DynamicConfig.spec().read_timeout.header_value(), "10");
-        assert_eq!(EndpointId::Telemetry.spec().read_timeout.header_value(), "5.0");
-        assert_eq!(EndpointId::RetrieveFuture.spec().read_timeout.header_value(), "45");
-        assert_eq!(EndpointId::RetrieveFutures.spec().read_timeout.header_value(), "45.0");
-        assert_eq!(EndpointId::CancelFuture.spec().read_timeout.duration(), Duration::from_secs(30));
+        assert_eq!(
+            EndpointId::CreateModel.spec().read_timeout.header_value(),
+            "60"
+        );
+        assert_eq!(
+            EndpointId::DynamicConfig.spec().read_timeout.header_value(),
+            "10"
+        );
+        assert_eq!(
+            EndpointId::Telemetry.spec().read_timeout.header_value(),
+            "5.0"
+        );
+        assert_eq!(
+            EndpointId::RetrieveFuture
+                .spec()
+                .read_timeout
+                .header_value(),
+            "45"
+        );
+        assert_eq!(
+            EndpointId::RetrieveFutures
+                .spec()
+                .read_timeout
+                .header_value(),
+            "45.0"
+        );
+        assert_eq!(
+            EndpointId::CancelFuture.spec().read_timeout.duration(),
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
     fn futures_name_their_poll_type() {
-        assert_eq!(EndpointId::ASample.spec().reply, Reply::Future(Some(RequestType::Sample)));
+        assert_eq!(
+            EndpointId::ASample.spec().reply,
+            Reply::Future(Some(RequestType::Sample))
+        );
         assert!(EndpointId::ASample.spec().sampling_backpressure);
         assert_eq!(EndpointId::UnloadModel.spec().reply, Reply::Future(None));
-        let futures = ENDPOINTS.iter().filter(|s| matches!(s.reply, Reply::Future(_))).count();
+        let futures = ENDPOINTS
+            .iter()
+            .filter(|s| matches!(s.reply, Reply::Future(_)))
+            .count();
         assert_eq!(futures, 10);
     }
 }

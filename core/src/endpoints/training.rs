@@ -41,7 +41,10 @@ impl ApiRequest for ForwardBackward {
     }
     fn validate(&self) -> Result<()> {
         if self.body.is_empty() {
-            return Err(Error::invalid("forward_backward", "the encoded request is empty"));
+            return Err(Error::invalid(
+                "forward_backward",
+                "the encoded request is empty",
+            ));
         }
         Ok(())
     }
