@@ -28,8 +28,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod endpoints;
 pub mod error;
 pub mod io;
+pub mod path;
+pub mod settings;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};

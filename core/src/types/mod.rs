@@ -8,9 +8,72 @@ mod datum;
 mod model_input;
 mod tensor;
 
+mod admin;
+mod auth;
+pub(crate) mod common;
+mod config;
+mod futures;
+mod rest;
+mod sampling;
+mod session;
+mod timestamp;
+mod training;
+mod weights;
+
 pub use datum::{expected_dtype, Datum, ProvenanceSpan};
 pub use model_input::{Chunk, ImageFormat, ModelInput, TokenId};
 pub use tensor::{CsrIndices, DType, TensorData, TensorValues};
+
+pub use admin::{
+    AuditEventType, AuditLogEntry, AuditLogResponse, BillingSessionInfo, BillingUsageEvent,
+    BillingUsageResponse, CheckpointStorageRow, CheckpointStorageUsage, EventInfo,
+};
+pub use auth::{
+    ApiKeyDetails, ApiKeyInfo, AuthTokenRequest, AuthTokenResponse, JwtClaims, OrgDetails,
+    UserDetails, WhoamiResponse,
+};
+pub use common::{check_ttl, Ignored, Metadata, StatusResponse, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
+pub use config::{
+    ClientConfig, ClientConfigRequest, DynamicConfig, ServerCapabilities, SupportedModel,
+};
+pub use futures::{
+    CancelFutureRequest, FutureCompletion, FutureReply, FuturesTarget, QueueState,
+    RequestFailedResponse, RequestType, RetrieveFutureRequest, RetrieveFuturesRequest,
+    RetrieveFuturesResponse, TryAgainResponse, UntypedFuture,
+};
+pub use rest::{
+    AccessScope, AssignProjectRequest, Checkpoint, CheckpointArchiveUrl, CheckpointType,
+    CheckpointsListResponse, Cursor, ExternalWeightsUrls, GetSessionResponse, SearchCursor,
+    SessionFailureReason, SessionOwner, SessionSearchRequest, SessionSearchResponse, SessionStatus,
+    SessionStatusFilter, SessionSummary, SessionsListResponse, SetTtlRequest, TraceExportResponse,
+    TraceExportStatus, TrainingRun, TrainingRunsResponse,
+};
+pub use sampling::{
+    CreateSamplingSessionRequest, CreateSamplingSessionResponse, CreateSamplingSessionTag,
+    JoinSamplingSessionRequest, JoinSamplingSessionResponse, JoinSamplingSessionTag, SampleRequest,
+    SampleTag, SamplerInfo, SamplingParams, StopCondition,
+};
+pub use session::{
+    CreateSessionRequest, CreateSessionResponse, CreateSessionTag, FinishReason,
+    FinishReasonObject, FinishSessionRequest, HeartbeatTag, SessionHeartbeatRequest,
+    SessionHeartbeatResponse,
+};
+pub use timestamp::Timestamp;
+pub use training::{
+    AdamParams, CreateModelRequest, CreateModelResponse, CreateModelTag, DimuonParams,
+    GetInfoRequest, GetInfoResponse, GetInfoTag, LoraConfig, ModelData, OptimStepRequest,
+    OptimStepResponse, OptimStepTag, OptimizerConfig, OptimizerParams, StepParams,
+    UnloadModelRequest, UnloadModelResponse, UnloadModelTag,
+};
+pub use weights::{
+    expect_kind, CopyWeightsRequest, CopyWeightsResponse, CreateCustomLossRequest,
+    CreateCustomLossResponse, CreateCustomLossTag, CustomLossGraph, CustomLossInput,
+    LoadWeightsRequest, LoadWeightsResponse, LoadWeightsTag, SamplerSaveKind,
+    SaveWeightsExternalRequest, SaveWeightsExternalResponse, SaveWeightsExternalTag,
+    SaveWeightsForSamplerRequest, SaveWeightsForSamplerResponse, SaveWeightsForSamplerTag,
+    SaveWeightsRequest, SaveWeightsResponse, SaveWeightsTag, WeightsInfoRequest,
+    WeightsInfoResponse,
+};
 
 /// Serde adapter: `Bytes` as standard base64 with padding (how JSON carries image and dmel bytes).
 pub(crate) mod base64_bytes {
