@@ -28,8 +28,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod batching;
 pub mod error;
 pub mod io;
+pub mod proto;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};

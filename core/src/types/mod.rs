@@ -5,11 +5,17 @@
 //! responses tolerate unknown fields while enforcing required ones.
 
 mod datum;
+mod forward_backward;
 mod model_input;
+mod sample_output;
 mod tensor;
 
 pub use datum::{expected_dtype, Datum, ProvenanceSpan};
+pub use forward_backward::{ForwardBackwardOutput, LossConfigValue, LossFn};
 pub use model_input::{Chunk, ImageFormat, ModelInput, TokenId};
+pub use sample_output::{
+    PromptAltTokens, SampleResponse, SampledSequence, StopReason, TopkLogprobs, TopkRow,
+};
 pub use tensor::{CsrIndices, DType, TensorData, TensorValues};
 
 /// Serde adapter: `Bytes` as standard base64 with padding (how JSON carries image and dmel bytes).
