@@ -357,11 +357,8 @@ impl FieldSpec {
     fn expected(&self, i: usize) -> TensorData {
         let datum = &self.datums[i];
         let per_row: usize = self.trailing.iter().product();
-        let rows = if per_row == 0 {
-            0
-        } else {
-            datum.len() / per_row
-        };
+        // A zero-cell trailing shape holds no values: zero rows.
+        let rows = datum.len().checked_div(per_row).unwrap_or(0);
         let mut shape = vec![rows];
         shape.extend(&self.trailing);
         let values = match self.dtype {

@@ -79,7 +79,7 @@ pub fn decode_forward_backward_output(body: Bytes) -> Result<ForwardBackwardOutp
     let mut first_field = None;
     for (r, record) in proto.loss_fn_outputs.iter().enumerate() {
         for (name, bt) in &record.fields {
-            if bt.offsets.len() % 8 != 0 {
+            if !bt.offsets.len().is_multiple_of(8) {
                 return Err(Error::decode(
                     FBO,
                     format!(
@@ -203,7 +203,7 @@ fn decode_batched_tensor(
             )));
         }
         let (start, end) = (start as usize, end as usize);
-        if start % size != 0 || end % size != 0 {
+        if !start.is_multiple_of(size) || !end.is_multiple_of(size) {
             return Err(bad(format!(
                 "= [{start}, {end}) is not aligned to the {size}-byte elements"
             )));
@@ -216,7 +216,7 @@ fn decode_batched_tensor(
                 )));
             }
             0
-        } else if n % per_row != 0 {
+        } else if !n.is_multiple_of(per_row) {
             return Err(bad(format!(
                 "holds {n} values, not a multiple of trailing_shape {trailing:?}"
             )));
@@ -351,7 +351,7 @@ pub fn decode_sample_response(body: Bytes) -> Result<SampleResponse> {
 }
 
 fn check_whole(bytes: &[u8], size: usize, field: &str) -> Result<()> {
-    if bytes.len() % size == 0 {
+    if bytes.len().is_multiple_of(size) {
         Ok(())
     } else {
         Err(Error::decode(

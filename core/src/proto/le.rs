@@ -9,8 +9,6 @@
 pub(crate) trait LeScalar: bytemuck::Pod {
     /// Size in bytes.
     const SIZE: usize = std::mem::size_of::<Self>();
-    /// Zero (lets `vec![ZERO; n]` take the zeroed-allocation fast path).
-    const ZERO: Self;
     /// Appends `self` as little-endian bytes (portable path).
     fn put_le(self, out: &mut Vec<u8>);
     /// Reads one value from exactly `SIZE` little-endian bytes (portable path).
@@ -20,7 +18,6 @@ pub(crate) trait LeScalar: bytemuck::Pod {
 macro_rules! le_scalar {
     ($($t:ty),*) => {$(
         impl LeScalar for $t {
-            const ZERO: Self = 0 as $t;
             #[inline]
             fn put_le(self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
@@ -49,16 +46,18 @@ pub(crate) fn put_slice<T: LeScalar>(out: &mut Vec<u8>, values: &[T]) {
 }
 
 /// Reads a little-endian array; `bytes.len()` must be a multiple of `T::SIZE`.
+///
+/// Writes each output element once (no zero-fill first): a plain copy when the bytes happen to
+/// be aligned for `T` on a little-endian host, else an element loop LLVM turns into wide loads.
 #[inline]
 pub(crate) fn read_vec<T: LeScalar>(bytes: &[u8]) -> Vec<T> {
     debug_assert_eq!(bytes.len() % T::SIZE, 0);
     if cfg!(target_endian = "little") {
-        let mut out = vec![T::ZERO; bytes.len() / T::SIZE];
-        bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(bytes);
-        out
-    } else {
-        bytes.chunks_exact(T::SIZE).map(T::get_le).collect()
+        if let Ok(aligned) = bytemuck::try_cast_slice::<u8, T>(bytes) {
+            return aligned.to_vec();
+        }
     }
+    bytes.chunks_exact(T::SIZE).map(T::get_le).collect()
 }
 
 /// Reads a little-endian int32 array widened to int64.

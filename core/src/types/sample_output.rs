@@ -91,7 +91,7 @@ impl TopkLogprobs {
     /// A table from flat row-major arrays. `k` must be positive and both arrays a whole number of
     /// rows of the same length.
     pub fn new(k: usize, token_ids: Vec<TokenId>, logprobs: Vec<f32>) -> Result<TopkLogprobs> {
-        if k == 0 || token_ids.len() != logprobs.len() || token_ids.len() % k != 0 {
+        if k == 0 || token_ids.len() != logprobs.len() || !token_ids.len().is_multiple_of(k) {
             return Err(Error::invalid(
                 "topk_logprobs",
                 format!(
