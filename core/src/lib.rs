@@ -28,10 +28,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod batching;
 pub mod endpoints;
 pub mod error;
 pub mod io;
 pub mod path;
+pub mod proto;
 pub mod settings;
 pub mod types;
 

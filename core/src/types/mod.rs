@@ -5,7 +5,9 @@
 //! responses tolerate unknown fields while enforcing required ones.
 
 mod datum;
+mod forward_backward;
 mod model_input;
+mod sample_output;
 mod tensor;
 
 mod admin;
@@ -21,7 +23,11 @@ mod training;
 mod weights;
 
 pub use datum::{expected_dtype, Datum, ProvenanceSpan};
+pub use forward_backward::{ForwardBackwardOutput, LossConfigValue, LossFn};
 pub use model_input::{Chunk, ImageFormat, ModelInput, TokenId};
+pub use sample_output::{
+    PromptAltTokens, SampleResponse, SampledSequence, StopReason, TopkLogprobs, TopkRow,
+};
 pub use tensor::{CsrIndices, DType, TensorData, TensorValues};
 
 pub use admin::{

@@ -252,7 +252,6 @@ impl TensorData {
 
     /// Checks internal consistency; `location` names the tensor in the error.
     pub fn validate(&self, location: &str) -> Result<()> {
-        let n = self.values.len();
         if let TensorValues::Float32(v) = &self.values {
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
                 return Err(Error::invalid(
@@ -264,6 +263,27 @@ impl TensorData {
                 ));
             }
         }
+        self.validate_layout(location)
+    }
+
+    /// A tensor from its parts, unchecked: for decoders, which check the layout themselves
+    /// (with [`TensorData::validate_layout`]) and must accept non-finite values from the server.
+    pub(crate) fn from_parts(
+        values: TensorValues,
+        shape: Option<Vec<usize>>,
+        sparse: Option<CsrIndices>,
+    ) -> TensorData {
+        TensorData {
+            values,
+            shape,
+            sparse,
+        }
+    }
+
+    /// The structural half of [`TensorData::validate`]: shape against value count, CSR indices.
+    /// Values themselves (NaN, infinity) are not looked at.
+    pub(crate) fn validate_layout(&self, location: &str) -> Result<()> {
+        let n = self.values.len();
         match (&self.sparse, &self.shape) {
             (None, None) => Ok(()),
             (None, Some(shape)) => {
