@@ -30,6 +30,8 @@
 
 pub mod error;
 pub mod io;
+pub mod retry;
+pub mod rng;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};
