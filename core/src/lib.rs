@@ -32,6 +32,7 @@ pub mod error;
 pub mod io;
 pub mod retry;
 pub mod rng;
+pub mod sse;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};
