@@ -33,7 +33,11 @@ fn large_payloads() -> Input {
     for i in 0..64 {
         bytes.extend_from_slice(format!("id: {i}\nevent: chunk\ndata: {payload}\n\n").as_bytes());
     }
-    Input { bytes, chunk: 64 << 10, events: 64 }
+    Input {
+        bytes,
+        chunk: 64 << 10,
+        events: 64,
+    }
 }
 
 /// 100 000 token-sized events (~90 bytes each), arriving in 16 KiB chunks.
@@ -44,7 +48,11 @@ fn small_events() -> Input {
             format!("event: token\ndata: {{\"token\":\"tok{i}\",\"token_id\":{i},\"logprob\":-0.25}}\n\n").as_bytes(),
         );
     }
-    Input { bytes, chunk: 16 << 10, events: 100_000 }
+    Input {
+        bytes,
+        chunk: 16 << 10,
+        events: 100_000,
+    }
 }
 
 fn ours(input: &Input) -> usize {
@@ -70,16 +78,18 @@ fn theirs(input: &Input) -> usize {
             .chunks(input.chunk)
             .map(|c| Ok::<_, Infallible>(c.to_vec())),
     );
-    futures::executor::block_on(
-        chunks
-            .eventsource()
-            .fold(0, |n, event| async move { n + event.map(|e| e.data.len().min(1)).unwrap_or(0) }),
-    )
+    futures::executor::block_on(chunks.eventsource().fold(0, |n, event| async move {
+        n + event.map(|e| e.data.len().min(1)).unwrap_or(0)
+    }))
 }
 
 fn run(bencher: Bencher<'_, '_>, make: fn() -> Input, decode: fn(&Input) -> usize) {
     let input = make();
-    assert_eq!(decode(&input), input.events, "both decoders must see every event");
+    assert_eq!(
+        decode(&input),
+        input.events,
+        "both decoders must see every event"
+    );
     bencher
         .counter(BytesCount::new(input.bytes.len()))
         .bench(|| decode(divan::black_box(&input)));

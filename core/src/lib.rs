@@ -28,11 +28,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod error;
+pub mod flow;
+pub mod housekeeping;
 pub mod io;
 pub mod retry;
 pub mod rng;
 pub mod sse;
+pub mod telemetry;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};

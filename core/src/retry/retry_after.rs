@@ -74,7 +74,8 @@ mod tests {
         let in_90s = httpdate::fmt_http_date(now + Duration::from_secs(90));
         let ago_5s = httpdate::fmt_http_date(now - Duration::from_secs(5));
         let ms = |m| Some(Duration::from_millis(m));
-        let table: &[(&[(&str, &str)], Option<Duration>)] = &[
+        type Row<'a> = (&'a [(&'a str, &'a str)], Option<Duration>);
+        let table: &[Row<'_>] = &[
             (&[("retry-after-ms", "250")], ms(250)),
             (&[("retry-after", "1.5")], ms(1500)),
             (&[("retry-after", "60")], ms(60_000)),

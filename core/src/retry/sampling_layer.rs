@@ -214,6 +214,24 @@ mod tests {
     }
 
     #[test]
+    fn the_same_seed_gives_the_same_waits() {
+        let waits = |seed| {
+            let mut rng = crate::rng::Rng::from_seed(seed);
+            let mut call = SamplingRetry::new(SamplingRetryConfig::default());
+            (0..8)
+                .map(
+                    |_| match call.on_failure(Failure::Status(500), rng.next_f64()) {
+                        SamplingDecision::Resubmit(plan) => plan.delay,
+                        SamplingDecision::GiveUp => panic!("gave up"),
+                    },
+                )
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(waits(1), waits(1));
+        assert_ne!(waits(1), waits(2));
+    }
+
+    #[test]
     fn disabled_retry_logic_surfaces_everything() {
         let config = SamplingRetryConfig {
             enable_retry_logic: false,

@@ -187,7 +187,6 @@ impl SseDecoder {
     }
 
     /// The next complete event, an error, or `None` when more input (or the end) is needed.
-    #[allow(clippy::should_implement_trait)]
     pub fn next_event(&mut self) -> Option<Result<SseEvent, SseError>> {
         loop {
             if self.skip_lf && self.pos < self.buf.len() {
@@ -327,21 +326,18 @@ impl SseDecoder {
                 self.event_type.clear();
                 self.event_type.extend_from_slice(value);
             }
-            b"id" => {
-                if memchr::memchr(0, value).is_none() {
-                    self.last_id = String::from_utf8_lossy(value).into_owned();
-                }
+            // An id containing NUL is ignored (WHATWG).
+            b"id" if memchr::memchr(0, value).is_none() => {
+                self.last_id = String::from_utf8_lossy(value).into_owned();
             }
-            b"retry" => {
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    // Saturate rather than overflow on absurd values.
-                    let ms = value.iter().fold(0u64, |acc, d| {
-                        acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-                    });
-                    let retry = Duration::from_millis(ms);
-                    self.reconnection_time = Some(retry);
-                    self.block_retry = Some(retry);
-                }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                // Saturate rather than overflow on absurd values.
+                let ms = value.iter().fold(0u64, |acc, d| {
+                    acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+                });
+                let retry = Duration::from_millis(ms);
+                self.reconnection_time = Some(retry);
+                self.block_retry = Some(retry);
             }
             _ => {}
         }

@@ -7,13 +7,21 @@ use proptest::prelude::*;
 use super::*;
 
 /// Decodes `input` pushed in the given chunk sizes (cycled), then finishes.
-fn decode_in_chunks(input: &[u8], chunk_sizes: &[usize], cap: usize) -> (Vec<Result<SseEvent, SseError>>, bool) {
+fn decode_in_chunks(
+    input: &[u8],
+    chunk_sizes: &[usize],
+    cap: usize,
+) -> (Vec<Result<SseEvent, SseError>>, bool) {
     let mut d = SseDecoder::with_max_event_bytes(cap);
     let mut out = vec![];
     let mut rest = input;
     let mut i = 0;
     while !rest.is_empty() {
-        let n = chunk_sizes.get(i % chunk_sizes.len().max(1)).copied().unwrap_or(rest.len()).clamp(1, rest.len());
+        let n = chunk_sizes
+            .get(i % chunk_sizes.len().max(1))
+            .copied()
+            .unwrap_or(rest.len())
+            .clamp(1, rest.len());
         d.push(&rest[..n]);
         rest = &rest[n..];
         i += 1;
@@ -60,11 +68,17 @@ fn a_crlf_split_across_pushes_is_one_line_ending() {
     d.push(b"data: a\r");
     assert!(d.next_event().is_none());
     d.push(b"\n");
-    assert!(d.next_event().is_none(), "CR LF is one terminator, not a blank line");
+    assert!(
+        d.next_event().is_none(),
+        "CR LF is one terminator, not a blank line"
+    );
     d.push(b"\r");
     assert_eq!(d.next_event().unwrap().unwrap(), ev("message", "a", ""));
     d.push(b"\n\r\n");
-    assert!(d.next_event().is_none(), "the LF belongs to the CR; then one blank line, no data");
+    assert!(
+        d.next_event().is_none(),
+        "the LF belongs to the CR; then one blank line, no data"
+    );
 }
 
 #[test]
@@ -97,7 +111,11 @@ fn event_names_the_type_and_defaults_to_message() {
     let input = b"event: token\ndata: 1\n\ndata: 2\n\nevent: done\n\ndata: 3\n\n";
     assert_eq!(
         decode(input),
-        vec![ev("token", "1", ""), ev("message", "2", ""), ev("message", "3", "")],
+        vec![
+            ev("token", "1", ""),
+            ev("message", "2", ""),
+            ev("message", "3", "")
+        ],
         "an event without data is not dispatched and its type does not leak"
     );
 }
@@ -107,7 +125,12 @@ fn the_last_id_persists_and_ids_containing_nul_are_ignored() {
     let input = b"id: 1\ndata: a\n\ndata: b\n\nid: 2\0x\ndata: c\n\nid\ndata: d\n\n";
     assert_eq!(
         decode(input),
-        vec![ev("message", "a", "1"), ev("message", "b", "1"), ev("message", "c", "1"), ev("message", "d", "")]
+        vec![
+            ev("message", "a", "1"),
+            ev("message", "b", "1"),
+            ev("message", "c", "1"),
+            ev("message", "d", "")
+        ]
     );
 }
 
@@ -150,18 +173,31 @@ fn multibyte_utf8_split_anywhere_decodes_and_invalid_bytes_become_replacements()
     let text = "data: héllo → 世界 🎉\n\n".as_bytes();
     for split in 0..text.len() {
         let (events, _) = decode_in_chunks(text, &[split.max(1), text.len()], 1 << 20);
-        assert_eq!(events, vec![Ok(ev("message", "héllo → 世界 🎉", ""))], "split at {split}");
+        assert_eq!(
+            events,
+            vec![Ok(ev("message", "héllo → 世界 🎉", ""))],
+            "split at {split}"
+        );
     }
-    assert_eq!(decode(b"data: a\xFFb\n\n"), vec![ev("message", "a\u{FFFD}b", "")]);
+    assert_eq!(
+        decode(b"data: a\xFFb\n\n"),
+        vec![ev("message", "a\u{FFFD}b", "")]
+    );
 }
 
 #[test]
 fn an_oversized_event_is_reported_once_skipped_and_decoding_recovers() {
-    let big = format!("event: big\ndata: {}\ndata: more\n\ndata: after\n\n", "x".repeat(100));
+    let big = format!(
+        "event: big\ndata: {}\ndata: more\n\ndata: after\n\n",
+        "x".repeat(100)
+    );
     for chunk in [1, 7, 64, 1000] {
         let (events, truncated) = decode_in_chunks(big.as_bytes(), &[chunk], 64);
         assert_eq!(events.len(), 2, "chunk {chunk}: {events:?}");
-        assert!(matches!(events[0], Err(SseError::EventTooLarge { limit: 64, .. })), "chunk {chunk}");
+        assert!(
+            matches!(events[0], Err(SseError::EventTooLarge { limit: 64, .. })),
+            "chunk {chunk}"
+        );
         assert_eq!(events[1], Ok(ev("message", "after", "")), "chunk {chunk}");
         assert!(!truncated);
     }

@@ -6,10 +6,15 @@
 
 mod datum;
 mod model_input;
+mod telemetry;
 mod tensor;
 
 pub use datum::{expected_dtype, Datum, ProvenanceSpan};
 pub use model_input::{Chunk, ImageFormat, ModelInput, TokenId};
+pub use telemetry::{
+    format_timedelta, format_timestamp, Severity, TelemetryEvent, TelemetryEventKind,
+    TelemetrySendRequest, TelemetrySendResponse,
+};
 pub use tensor::{CsrIndices, DType, TensorData, TensorValues};
 
 /// Serde adapter: `Bytes` as standard base64 with padding (how JSON carries image and dmel bytes).
