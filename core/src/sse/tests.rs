@@ -257,3 +257,54 @@ proptest! {
         prop_assert_eq!(&whole, &bytewise);
     }
 }
+
+/// Well-formed streams (no BOM, no NUL ids, no oversized events), where the reference crate
+/// `eventsource-stream` and this decoder must agree. Bare-CR line endings are left out: that
+/// crate waits for a byte after a CR to rule out CRLF, so it never dispatches an event whose
+/// blank line is a CR at the very end of the stream, whereas WHATWG (and this decoder) do.
+fn well_formed_stream() -> impl Strategy<Value = (Vec<u8>, usize)> {
+    let event = (
+        proptest::option::of("[a-z]{1,8}"),
+        proptest::collection::vec("[ -9;-~é世🎉]{0,20}", 1..4),
+        proptest::option::of("[0-9a-z]{0,6}"),
+        prop_oneof![Just("\n"), Just("\r\n")],
+    )
+        .prop_map(|(name, data, id, eol)| {
+            let mut s = String::new();
+            if let Some(name) = name {
+                s += &format!("event: {name}{eol}");
+            }
+            if let Some(id) = id {
+                s += &format!("id: {id}{eol}");
+            }
+            for line in data {
+                s += &format!("data: {line}{eol}");
+            }
+            s + eol
+        });
+    (proptest::collection::vec(event, 0..12), 1usize..64)
+        .prop_map(|(events, chunk)| (events.concat().into_bytes(), chunk))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn agrees_with_eventsource_stream_on_well_formed_streams((input, chunk) in well_formed_stream()) {
+        use eventsource_stream::Eventsource;
+        use futures::StreamExt;
+
+        let ours: Vec<(String, String, String)> = decode_in_chunks(&input, &[chunk], 1 << 20)
+            .0
+            .into_iter()
+            .map(|e| e.map(|e| (e.event, e.data, e.id)).expect("no error"))
+            .collect();
+        let chunks = futures::stream::iter(
+            input.chunks(chunk).map(|c| Ok::<_, std::convert::Infallible>(c.to_vec())),
+        );
+        let theirs: Vec<(String, String, String)> = futures::executor::block_on(
+            chunks.eventsource().map(|e| e.map(|e| (e.event, e.data, e.id)).expect("no error")).collect(),
+        );
+        prop_assert_eq!(ours, theirs);
+    }
+}
