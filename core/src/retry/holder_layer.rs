@@ -47,7 +47,7 @@ pub enum HolderDecision {
 /// let t0 = Instant::now();
 /// let mut billing = BillingPause::default();
 /// let mut op = HolderRetry::new(t0);
-/// let HolderDecision::Retry(plan) = op.on_failure(Failure::ProxyRejection, t0, &mut billing) else { panic!() };
+/// let HolderDecision::Retry(plan) = op.on_failure(Failure::ProxyRejection, t0, &mut billing, 0.5) else { panic!() };
 /// assert_eq!((plan.delay, plan.key), (Duration::from_secs(1), KeyRule::Regenerate));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -84,12 +84,15 @@ impl HolderRetry {
         self.start
     }
 
-    /// Decides after an attempt failed with `failure` at `now`.
+    /// Decides after an attempt failed with `failure` at `now`. `draw` (in `[0, 1)`, from the
+    /// PRNG) feeds the back-off jitter; the SDK's layer X has none, so it only matters for a
+    /// custom [`BackoffPolicy`].
     pub fn on_failure(
         &mut self,
         failure: Failure,
         now: Instant,
         billing: &mut BillingPause,
+        draw: f64,
     ) -> HolderDecision {
         if failure == Failure::Status(402) {
             return match billing.on_402(now) {
@@ -108,7 +111,7 @@ impl HolderRetry {
             LoopState::Permanent => HolderDecision::GiveUp(GiveUp::Permanent),
             LoopState::Exhausted => HolderDecision::GiveUp(GiveUp::Exhausted),
             LoopState::Continue => {
-                let mut delay = self.backoff.delay(self.retries, 0.0);
+                let mut delay = self.backoff.delay(self.retries, draw);
                 if let Some(left) = self.policy.remaining_time(self.start, now) {
                     delay = delay.min(left);
                 }
@@ -164,7 +167,7 @@ mod tests {
             let mut op = HolderRetry::new(t0);
             let mut billing = BillingPause::default();
             assert_eq!(
-                op.on_failure(failure, t0, &mut billing),
+                op.on_failure(failure, t0, &mut billing, 0.5),
                 expected,
                 "{failure:?}"
             );
@@ -180,7 +183,7 @@ mod tests {
         let mut now = t0;
         let mut waits = vec![];
         loop {
-            match op.on_failure(Failure::Status(503), now, &mut billing) {
+            match op.on_failure(Failure::Status(503), now, &mut billing, 0.5) {
                 HolderDecision::Retry(plan) => {
                     waits.push(plan.delay.as_secs());
                     now += plan.delay;
@@ -211,7 +214,7 @@ mod tests {
         for s in [0, 5, 10, 15, 20] {
             let now = t0 + Duration::from_secs(s);
             assert_eq!(
-                op.on_failure(Failure::Status(402), now, &mut billing),
+                op.on_failure(Failure::Status(402), now, &mut billing, 0.5),
                 pause,
                 "at {s}"
             );
@@ -219,12 +222,12 @@ mod tests {
         assert_eq!(op.retries(), 0);
         let now = t0 + Duration::from_secs(25);
         assert_eq!(
-            op.on_failure(Failure::Status(402), now, &mut billing),
+            op.on_failure(Failure::Status(402), now, &mut billing, 0.5),
             HolderDecision::GiveUp(GiveUp::Billing)
         );
         // Transient failures after the pause still start the back-off from 1 s.
         assert_eq!(
-            op.on_failure(Failure::Status(500), now, &mut billing),
+            op.on_failure(Failure::Status(500), now, &mut billing, 0.5),
             retry_after(1)
         );
     }
