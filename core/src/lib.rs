@@ -30,11 +30,18 @@
 
 pub mod batching;
 pub mod endpoints;
+pub mod auth;
 pub mod error;
+pub mod flow;
+pub mod housekeeping;
 pub mod io;
 pub mod path;
 pub mod proto;
 pub mod settings;
+pub mod retry;
+pub mod rng;
+pub mod sse;
+pub mod telemetry;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};

@@ -8,6 +8,7 @@ mod datum;
 mod forward_backward;
 mod model_input;
 mod sample_output;
+mod telemetry;
 mod tensor;
 
 mod admin;
@@ -27,6 +28,10 @@ pub use forward_backward::{ForwardBackwardOutput, LossConfigValue, LossFn};
 pub use model_input::{Chunk, ImageFormat, ModelInput, TokenId};
 pub use sample_output::{
     PromptAltTokens, SampleResponse, SampledSequence, StopReason, TopkLogprobs, TopkRow,
+};
+pub use telemetry::{
+    format_timedelta, format_timestamp, Severity, TelemetryEvent, TelemetryEventKind,
+    TelemetrySendRequest, TelemetrySendResponse,
 };
 pub use tensor::{CsrIndices, DType, TensorData, TensorValues};
 
