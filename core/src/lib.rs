@@ -28,18 +28,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod batching;
 pub mod endpoints;
-pub mod auth;
 pub mod error;
 pub mod flow;
 pub mod housekeeping;
 pub mod io;
 pub mod path;
 pub mod proto;
-pub mod settings;
 pub mod retry;
 pub mod rng;
+pub mod settings;
 pub mod sse;
 pub mod telemetry;
 pub mod types;

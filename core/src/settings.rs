@@ -22,8 +22,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::auth::{decode_claims, JwtClaims};
 use crate::error::{Error, Result};
-use crate::types::JwtClaims;
 
 /// The production API base URL.
 pub const DEFAULT_BASE_URL: &str = "https://tinker.thinkingmachines.dev/services/tinker-prod";
@@ -92,7 +92,7 @@ impl ApiKey {
             ));
         }
         if value.starts_with("eyJ") {
-            JwtClaims::decode(&value).map_err(|e| {
+            decode_claims(&value).map_err(|e| {
                 Error::Config(format!(
                     "the api_key looks like a JWT but is malformed: {e}"
                 ))
@@ -114,7 +114,7 @@ impl ApiKey {
     /// The JWT claims, when this credential is a JWT.
     pub fn jwt_claims(&self) -> Option<JwtClaims> {
         if self.is_jwt() {
-            JwtClaims::decode(self.expose()).ok()
+            decode_claims(self.expose()).ok()
         } else {
             None
         }
@@ -125,6 +125,9 @@ impl ApiKey {
     /// reads no clock.
     pub fn check_not_expired(&self, now_unix_seconds: f64) -> Result<()> {
         if let Some(JwtClaims { exp: Some(exp), .. }) = self.jwt_claims() {
+            let exp = exp
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
             if exp <= now_unix_seconds {
                 return Err(Error::Config(
                     "the api_key JWT has expired; obtain a new token".into(),

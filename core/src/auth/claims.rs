@@ -6,6 +6,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 
+use crate::types::WhoamiResponse;
 use crate::Error;
 
 /// base64url, accepting the payload with or without padding.
@@ -40,6 +41,28 @@ impl JwtClaims {
         };
         exp.duration_since(self.iat.unwrap_or(now_unix))
             .unwrap_or(Duration::ZERO)
+    }
+
+    /// Whether the token is expired at `now_unix`. A token without a usable `exp` counts as
+    /// expired, as in the SDK's refresh logic.
+    pub fn is_expired_at(&self, now_unix: SystemTime) -> bool {
+        self.exp.is_none_or(|exp| exp <= now_unix)
+    }
+
+    /// The `whoami` view of these claims (`sub` required; protocol.md 2.3, 12).
+    pub fn whoami(&self) -> Result<WhoamiResponse, Error> {
+        let user_urn = self
+            .sub
+            .clone()
+            .ok_or_else(|| Error::decode("JWT claims", "missing field `sub`"))?;
+        Ok(WhoamiResponse {
+            user_urn,
+            org_urn: self
+                .org_id
+                .as_ref()
+                .map(|o| format!("tml:organization:{o}")),
+            email: self.email.clone(),
+        })
     }
 
     /// Time left before `exp` at `now_unix` (zero when expired or unknown).
@@ -115,6 +138,26 @@ pub(crate) fn make_token(payload_json: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_captured_mock_jwt_yields_whoami_and_expires_when_it_says() {
+        // The JWT the capture mock handed the official SDK (protocol.md 6.1).
+        let token = "eyJhbGciOiAiSFMyNTYiLCAidHlwIjogIkpXVCJ9.eyJpc3MiOiAicGFzc3BvcnQtbW9jayIsICJzdWIiOiAidG1sOm9yZ191c2VyOnUtMTIzIiwgIm9yZ19pZCI6ICJvcmctNDU2IiwgImVtYWlsIjogImRldkBleGFtcGxlLmNvbSIsICJpYXQiOiAxNzk1ODc1MzQxLCAiZXhwIjogMTc5NTg3ODk0MX0.c2ln";
+        let claims = decode_claims(token).unwrap();
+        assert_eq!(claims.iss.as_deref(), Some("passport-mock"));
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(claims.lifetime(at(0)).as_secs(), 3600);
+        let me = claims.whoami().unwrap();
+        assert_eq!(me.user_urn, "tml:org_user:u-123");
+        assert_eq!(me.org_urn.as_deref(), Some("tml:organization:org-456"));
+        assert_eq!(me.email.as_deref(), Some("dev@example.com"));
+        assert!(!claims.is_expired_at(at(1_795_875_341)));
+        assert!(claims.is_expired_at(at(1_795_878_941)));
+        assert!(decode_claims(&make_token("{}")).unwrap().whoami().is_err());
+        assert!(decode_claims(&make_token("{}"))
+            .unwrap()
+            .is_expired_at(at(0)));
+    }
 
     #[test]
     fn every_claim_the_sdk_reads_is_decoded() {

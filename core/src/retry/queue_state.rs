@@ -3,40 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-/// The server's view of a pending request (`queue_state` of a `try_again` reply or a 408 body).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QueueState {
-    /// Running or queued normally.
-    Active,
-    /// The backend is short on capacity.
-    PausedCapacity,
-    /// The per-user concurrency limit was hit.
-    PausedRateLimit,
-    /// A value this SDK does not know (or none).
-    Unknown,
-}
-
-impl QueueState {
-    /// Parses the wire value; anything unrecognised is [`QueueState::Unknown`].
-    pub fn from_wire(value: Option<&str>) -> QueueState {
-        match value {
-            Some("active") => QueueState::Active,
-            Some("paused_capacity") => QueueState::PausedCapacity,
-            Some("paused_rate_limit") => QueueState::PausedRateLimit,
-            _ => QueueState::Unknown,
-        }
-    }
-
-    /// The wire spelling (`unknown` for [`QueueState::Unknown`]).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QueueState::Active => "active",
-            QueueState::PausedCapacity => "paused_capacity",
-            QueueState::PausedRateLimit => "paused_rate_limit",
-            QueueState::Unknown => "unknown",
-        }
-    }
-}
+pub use crate::types::QueueState;
 
 /// Which kind of client is waiting: it changes the default reason text and the log rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -40,8 +40,8 @@ pub use admin::{
     BillingUsageResponse, CheckpointStorageRow, CheckpointStorageUsage, EventInfo,
 };
 pub use auth::{
-    ApiKeyDetails, ApiKeyInfo, AuthTokenRequest, AuthTokenResponse, JwtClaims, OrgDetails,
-    UserDetails, WhoamiResponse,
+    ApiKeyDetails, ApiKeyInfo, AuthTokenRequest, AuthTokenResponse, OrgDetails, UserDetails,
+    WhoamiResponse,
 };
 pub use common::{check_ttl, Ignored, Metadata, StatusResponse, MAX_TTL_SECONDS, MIN_TTL_SECONDS};
 pub use config::{
