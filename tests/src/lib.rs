@@ -1,2 +1,4 @@
 //! tinker-testkit: the local Tinker server and the shared end-to-end suites.
 #![forbid(unsafe_code)]
+
+pub mod scripted_http;
