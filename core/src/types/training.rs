@@ -324,6 +324,18 @@ pub enum StepParams {
     Other(OptimizerParams),
 }
 
+impl From<AdamParams> for StepParams {
+    fn from(params: AdamParams) -> StepParams {
+        StepParams::Adam(params)
+    }
+}
+
+impl From<OptimizerParams> for StepParams {
+    fn from(params: OptimizerParams) -> StepParams {
+        StepParams::Other(params)
+    }
+}
+
 type_tag!(
     /// The `"type": "create_model"` tag.
     CreateModelTag = CreateModel "create_model"

@@ -1,0 +1,137 @@
+//! What a user can tune on a client: deadlines, the queue-state observer, session metadata.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::retry::QueueState;
+use crate::types::Metadata;
+
+/// A queue-state change of a waiting request, as handed to the observer of
+/// [`ClientOptions::on_queue_state`].
+///
+/// The server reports why a request waits (`paused_capacity`, `paused_rate_limit`, …) while the
+/// client polls its future; the observer hears every change, and the client also logs a
+/// rate-limited `tracing` warning naming the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStateEvent {
+    /// The training run (`<session>:train:<n>`) or sampling session the request belongs to.
+    pub client: String,
+    /// The public method that is waiting, e.g. `TrainingClient.forward_backward`.
+    pub method: String,
+    /// The new state (`Active` again once a result arrives).
+    pub state: QueueState,
+    /// The server's reason, when it gave one.
+    pub reason: Option<String>,
+}
+
+/// The observer type of [`ClientOptions::on_queue_state`].
+pub type QueueStateObserver = Arc<dyn Fn(&QueueStateEvent) + Send + Sync>;
+
+/// Client-wide settings that are not connection settings ([`crate::settings::Settings`] holds
+/// those).
+///
+/// ```
+/// use std::time::Duration;
+/// use tinker_core::client::ClientOptions;
+///
+/// let options = ClientOptions::default()
+///     .with_default_deadline(Duration::from_secs(600))
+///     .with_display_name("sft-run")
+///     .on_queue_state(|e| eprintln!("{} is {:?}: {:?}", e.client, e.state, e.reason));
+/// assert_eq!(options.default_deadline, Some(Duration::from_secs(600)));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Bound on every call (submission plus waiting for the result) unless a call sets its own
+    /// (`with_deadline` on a client, [`crate::client::Pending::result_with_deadline`]). `None`
+    /// (the default) waits as long as the server keeps working on the request; the retry
+    /// policies still bound every failure loop.
+    pub default_deadline: Option<Duration>,
+    /// Called on every queue-state change of a waiting request.
+    pub queue_state_observer: Option<QueueStateObserver>,
+    /// `user_metadata` of the session (`create_session`).
+    pub session_metadata: Metadata,
+    /// `display_name` of the session (SDK 0.38).
+    pub display_name: Option<String>,
+    /// How long [`crate::client::ServiceClient::close`] may spend flushing telemetry (2 s).
+    pub close_flush_timeout: Duration,
+    /// Seed of the client's PRNG (jitter, idempotency keys, telemetry ids). When unset, the
+    /// runtime crates draw one from the OS; tests fix it for reproducible traces.
+    pub seed: Option<u64>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            default_deadline: None,
+            queue_state_observer: None,
+            session_metadata: Metadata::new(),
+            display_name: None,
+            close_flush_timeout: Duration::from_secs(2),
+            seed: None,
+        }
+    }
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("default_deadline", &self.default_deadline)
+            .field(
+                "queue_state_observer",
+                &self.queue_state_observer.as_ref().map(|_| "Fn"),
+            )
+            .field("session_metadata", &self.session_metadata)
+            .field("display_name", &self.display_name)
+            .field("close_flush_timeout", &self.close_flush_timeout)
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+impl ClientOptions {
+    /// Sets the client-wide deadline of every call.
+    pub fn with_default_deadline(mut self, deadline: Duration) -> ClientOptions {
+        self.default_deadline = Some(deadline);
+        self
+    }
+
+    /// Installs a queue-state observer.
+    pub fn on_queue_state(
+        mut self,
+        observer: impl Fn(&QueueStateEvent) + Send + Sync + 'static,
+    ) -> ClientOptions {
+        self.queue_state_observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Sets the session's display name.
+    pub fn with_display_name(mut self, name: impl Into<String>) -> ClientOptions {
+        self.display_name = Some(name.into());
+        self
+    }
+
+    /// Adds one `user_metadata` entry to the session.
+    pub fn with_session_metadata(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> ClientOptions {
+        self.session_metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the PRNG seed.
+    pub fn with_seed(mut self, seed: u64) -> ClientOptions {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Sets how long `close` may spend flushing telemetry.
+    pub fn with_close_flush_timeout(mut self, timeout: Duration) -> ClientOptions {
+        self.close_flush_timeout = timeout;
+        self
+    }
+}

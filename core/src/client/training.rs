@@ -1,0 +1,441 @@
+//! `TrainingClient`: one training run (a LoRA adapter on a base model).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::exec::CallSite;
+use super::pending::Pending;
+use super::sampling::SamplingClient;
+use super::service::Shared;
+use crate::error::{Error, Result};
+use crate::ledger::Ledger;
+use crate::ops::{ForwardBackwardArgs, ForwardBackwardOp};
+use crate::retry::ClientKind;
+use crate::types::{
+    Datum, ForwardBackwardOutput, GetInfoResponse, LoadWeightsRequest, LoadWeightsResponse,
+    LossConfigValue, LossFn, Metadata, OptimStepResponse, SamplerSaveKind,
+    SaveWeightsExternalRequest, SaveWeightsExternalResponse, SaveWeightsForSamplerRequest,
+    SaveWeightsForSamplerResponse, SaveWeightsRequest, SaveWeightsResponse, StepParams,
+};
+
+/// Options of a save (`save_state`, `save_weights_for_sampler`).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct SaveOptions {
+    /// Delete the checkpoint this many seconds after it is written (none: keep it).
+    pub ttl_seconds: Option<u64>,
+    /// Replace an existing checkpoint of the same name (`save_state` only).
+    pub overwrite: bool,
+    /// Free-form metadata stored with the checkpoint.
+    pub user_metadata: Option<Metadata>,
+}
+
+impl SaveOptions {
+    /// Sets the TTL.
+    pub fn with_ttl_seconds(mut self, ttl: u64) -> SaveOptions {
+        self.ttl_seconds = Some(ttl);
+        self
+    }
+
+    /// Allows replacing an existing checkpoint.
+    pub fn with_overwrite(mut self, overwrite: bool) -> SaveOptions {
+        self.overwrite = overwrite;
+        self
+    }
+}
+
+struct Run {
+    model_id: String,
+    info: GetInfoResponse,
+}
+
+/// A training run: forward/backward passes, optimizer steps, checkpoints.
+///
+/// Requests of one training client reach the server in the order they were *made* (each method
+/// reserves its sequence number synchronously, before its future is first polled), so
+/// `forward_backward` and `optim_step` can be submitted back to back and their results awaited
+/// afterwards:
+///
+/// ```no_run
+/// # async fn demo(training: tinker_core::client::TrainingClient,
+/// #               batch: Vec<tinker_core::types::Datum>) -> tinker_core::Result<()> {
+/// use tinker_core::types::{AdamParams, LossFn};
+/// let fb = training.forward_backward(batch, LossFn::CrossEntropy).await?;
+/// let step = training.optim_step(AdamParams::with_learning_rate(1e-4)).await?;
+/// println!("loss {:?}", fb.await?.loss());
+/// step.await?;
+/// let saved = training.save_state("step_000010").await?.await?;
+/// println!("state at {}", saved.path);
+/// # Ok(()) }
+/// ```
+///
+/// Clones share the run. [`TrainingClient::with_deadline`] gives a view whose calls have
+/// their own deadline.
+#[derive(Clone)]
+pub struct TrainingClient {
+    shared: Arc<Shared>,
+    run: Arc<Run>,
+    deadline: Option<Duration>,
+}
+
+impl std::fmt::Debug for TrainingClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainingClient")
+            .field("model_id", &self.run.model_id)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrainingClient {
+    pub(crate) fn new(shared: Arc<Shared>, model_id: String, info: GetInfoResponse) -> Self {
+        let deadline = shared.options.default_deadline;
+        TrainingClient {
+            shared,
+            run: Arc::new(Run { model_id, info }),
+            deadline,
+        }
+    }
+
+    /// The training run id, `<session_id>:train:<n>`.
+    pub fn model_id(&self) -> &str {
+        &self.run.model_id
+    }
+
+    /// The run's model information (fetched once when the client was created).
+    pub fn get_info(&self) -> &GetInfoResponse {
+        &self.run.info
+    }
+
+    /// The same run, with every call bounded by `deadline` (submission plus result).
+    pub fn with_deadline(&self, deadline: Duration) -> TrainingClient {
+        TrainingClient {
+            deadline: Some(deadline),
+            ..self.clone()
+        }
+    }
+
+    fn site(&self, method: &'static str) -> CallSite {
+        CallSite::new(method, self.deadline)
+            .for_client(ClientKind::Training, self.run.model_id.clone())
+    }
+
+    /// Builds an operation now (reserving its place in the run's order) and returns the future
+    /// that submits it.
+    fn submit_op<M, F>(
+        &self,
+        method: &'static str,
+        requests: impl FnOnce(&M) -> usize,
+        build: F,
+    ) -> impl std::future::Future<Output = Result<Pending<M::Output>>> + Send + 'static
+    where
+        M: crate::call::Machine + 'static,
+        F: FnOnce(&mut Ledger, crate::call::CallOptions) -> Result<M>,
+    {
+        let site = self.site(method);
+        let exec = self.shared.exec.clone();
+        let built = self
+            .shared
+            .check_open()
+            .and_then(|()| exec.start(&site, build));
+        let n = built.as_ref().map(requests).unwrap_or(1);
+        async move { exec.submit(built?, n, site).await }
+    }
+
+    /// Computes the loss and its gradient on `data` (accumulated until the next `optim_step`).
+    /// Resolves once the batch is submitted; await the [`Pending`] for the output. Large batches
+    /// are split into several requests that share one turn.
+    pub fn forward_backward(
+        &self,
+        data: Vec<Datum>,
+        loss_fn: LossFn,
+    ) -> impl std::future::Future<Output = Result<Pending<ForwardBackwardOutput>>> + Send + 'static
+    {
+        self.forward_backward_with_config(data, loss_fn, None)
+    }
+
+    /// [`TrainingClient::forward_backward`] with a loss config (e.g. PPO clip thresholds).
+    pub fn forward_backward_with_config(
+        &self,
+        data: Vec<Datum>,
+        loss_fn: LossFn,
+        loss_fn_config: Option<BTreeMap<String, LossConfigValue>>,
+    ) -> impl std::future::Future<Output = Result<Pending<ForwardBackwardOutput>>> + Send + 'static
+    {
+        self.fwdbwd(
+            "TrainingClient.forward_backward",
+            data,
+            loss_fn,
+            loss_fn_config,
+            false,
+        )
+    }
+
+    /// Computes the loss (and per-token outputs) on `data` without gradients.
+    pub fn forward(
+        &self,
+        data: Vec<Datum>,
+        loss_fn: LossFn,
+    ) -> impl std::future::Future<Output = Result<Pending<ForwardBackwardOutput>>> + Send + 'static
+    {
+        self.fwdbwd("TrainingClient.forward", data, loss_fn, None, true)
+    }
+
+    fn fwdbwd(
+        &self,
+        method: &'static str,
+        data: Vec<Datum>,
+        loss_fn: LossFn,
+        loss_fn_config: Option<BTreeMap<String, LossConfigValue>>,
+        forward_only: bool,
+    ) -> impl std::future::Future<Output = Result<Pending<ForwardBackwardOutput>>> + Send + 'static
+    {
+        let args = ForwardBackwardArgs {
+            model_id: self.run.model_id.clone(),
+            data,
+            loss_fn,
+            loss_fn_config,
+            forward_only,
+        };
+        self.submit_op(method, ForwardBackwardOp::chunk_count, |ledger, opts| {
+            ForwardBackwardOp::new(ledger, args, opts)
+        })
+    }
+
+    /// Applies the accumulated gradients (Adam by default: pass
+    /// [`crate::types::AdamParams`]).
+    pub fn optim_step(
+        &self,
+        params: impl Into<StepParams>,
+    ) -> impl std::future::Future<Output = Result<Pending<OptimStepResponse>>> + Send + 'static
+    {
+        let params = params.into();
+        let model_id = self.run.model_id.clone();
+        self.submit_op(
+            "TrainingClient.optim_step",
+            |_| 1,
+            move |ledger, opts| crate::ops::optim_step(ledger, &model_id, params, opts),
+        )
+    }
+
+    /// Saves weights and optimizer state as `tinker://<run>/weights/<name>` (resume with
+    /// `create_training_client_from_state_with_optimizer` or [`TrainingClient::load_state`]).
+    /// A retry that meets the checkpoint already written (409) is success.
+    pub fn save_state(
+        &self,
+        name: &str,
+    ) -> impl std::future::Future<Output = Result<Pending<SaveWeightsResponse>>> + Send + 'static
+    {
+        self.save_state_with(name, SaveOptions::default())
+    }
+
+    /// [`TrainingClient::save_state`] with a TTL, overwrite flag or metadata.
+    pub fn save_state_with(
+        &self,
+        name: &str,
+        options: SaveOptions,
+    ) -> impl std::future::Future<Output = Result<Pending<SaveWeightsResponse>>> + Send + 'static
+    {
+        let model_id = self.run.model_id.clone();
+        let name = name.to_owned();
+        self.submit_op("TrainingClient.save_state", |_| 1, move |ledger, opts| {
+            crate::ops::training::<_, SaveWeightsResponse>(
+                ledger,
+                &model_id.clone(),
+                move |seq| {
+                    let mut req = SaveWeightsRequest::new(model_id, seq, name);
+                    req.ttl_seconds = options.ttl_seconds;
+                    req.overwrite = options.overwrite;
+                    req.user_metadata = options.user_metadata.map(stringify_metadata);
+                    req
+                },
+                opts,
+            )
+        })
+    }
+
+    /// Loads weights only from a state checkpoint into this run (the optimizer state is kept).
+    pub fn load_state(
+        &self,
+        path: &str,
+    ) -> impl std::future::Future<Output = Result<Pending<LoadWeightsResponse>>> + Send + 'static
+    {
+        self.load(path, false, "TrainingClient.load_state")
+    }
+
+    /// Loads weights and optimizer state from a state checkpoint into this run.
+    pub fn load_state_with_optimizer(
+        &self,
+        path: &str,
+    ) -> impl std::future::Future<Output = Result<Pending<LoadWeightsResponse>>> + Send + 'static
+    {
+        self.load(path, true, "TrainingClient.load_state_with_optimizer")
+    }
+
+    fn load(
+        &self,
+        path: &str,
+        optimizer: bool,
+        method: &'static str,
+    ) -> impl std::future::Future<Output = Result<Pending<LoadWeightsResponse>>> + Send + 'static
+    {
+        let model_id = self.run.model_id.clone();
+        let path = path.to_owned();
+        self.submit_op(method, |_| 1, move |ledger, opts| {
+            crate::ops::training::<_, LoadWeightsResponse>(
+                ledger,
+                &model_id.clone(),
+                move |seq| LoadWeightsRequest::onto_model(model_id, seq, path, optimizer),
+                opts,
+            )
+        })
+    }
+
+    /// Saves sampler weights as `tinker://<run>/sampler_weights/<name>` (load them with
+    /// `ServiceClient::create_sampling_client`).
+    pub fn save_weights_for_sampler(
+        &self,
+        name: &str,
+    ) -> impl std::future::Future<Output = Result<Pending<SaveWeightsForSamplerResponse>>>
+           + Send
+           + 'static {
+        self.save_weights_for_sampler_with(name, SaveOptions::default())
+    }
+
+    /// [`TrainingClient::save_weights_for_sampler`] with a TTL or metadata.
+    pub fn save_weights_for_sampler_with(
+        &self,
+        name: &str,
+        options: SaveOptions,
+    ) -> impl std::future::Future<Output = Result<Pending<SaveWeightsForSamplerResponse>>>
+           + Send
+           + 'static {
+        let model_id = self.run.model_id.clone();
+        let name = name.to_owned();
+        self.submit_op(
+            "TrainingClient.save_weights_for_sampler",
+            |_| 1,
+            move |ledger, opts| {
+                crate::ops::training::<_, SaveWeightsForSamplerResponse>(
+                    ledger,
+                    &model_id.clone(),
+                    move |seq| {
+                        let mut req = SaveWeightsForSamplerRequest::named(model_id, seq, name);
+                        req.ttl_seconds = options.ttl_seconds;
+                        req.user_metadata = options.user_metadata;
+                        req
+                    },
+                    opts,
+                )
+            },
+        )
+    }
+
+    /// Saves the current weights for sampling without naming them and returns a sampling client
+    /// on them (one request: no `create_sampling_session`). `kind` chooses a durable snapshot or
+    /// an in-flight copy.
+    pub async fn save_weights_and_get_sampling_client(
+        &self,
+        kind: SamplerSaveKind,
+    ) -> Result<SamplingClient> {
+        let model_id = self.run.model_id.clone();
+        let pending = self
+            .submit_op(
+                "TrainingClient.save_weights_and_get_sampling_client",
+                |_| 1,
+                move |ledger, opts| {
+                    let sampling_seq = ledger.next_sampling_session_seq_id();
+                    crate::ops::training::<_, SaveWeightsForSamplerResponse>(
+                        ledger,
+                        &model_id.clone(),
+                        move |seq| {
+                            SaveWeightsForSamplerRequest::for_sampling_session(
+                                model_id,
+                                seq,
+                                sampling_seq,
+                                kind,
+                            )
+                        },
+                        opts,
+                    )
+                },
+            )
+            .await?;
+        let saved = pending.result().await?;
+        let session = saved.sampling_session_id.ok_or_else(|| {
+            Error::decode(
+                "SaveWeightsForSamplerResponse",
+                "missing field `sampling_session_id` for an unnamed save",
+            )
+        })?;
+        let base_model = self
+            .run
+            .info
+            .model_data
+            .model_name
+            .clone()
+            .or_else(|| self.run.info.model_name.clone())
+            .unwrap_or_default();
+        Ok(SamplingClient::new(
+            self.shared.clone(),
+            session,
+            base_model,
+            saved.path,
+        ))
+    }
+
+    /// A sampling client on saved sampler weights (same as
+    /// `ServiceClient::create_sampling_client`).
+    pub async fn create_sampling_client(&self, model_path: &str) -> Result<SamplingClient> {
+        super::ServiceClient {
+            shared: self.shared.clone(),
+        }
+        .sampling_client(
+            super::service::CreateSamplingSource::ModelPath(model_path.to_owned()),
+            "TrainingClient.create_sampling_client",
+        )
+        .await
+    }
+
+    /// Exports the weights for download as `tinker://<run>/…/<name>` (SDK 0.38), optionally
+    /// encrypted to `age` recipients.
+    pub fn save_weights_external(
+        &self,
+        name: &str,
+        ttl_seconds: Option<u64>,
+        age_recipients: Option<Vec<String>>,
+    ) -> impl std::future::Future<Output = Result<Pending<SaveWeightsExternalResponse>>>
+           + Send
+           + 'static {
+        let model_id = self.run.model_id.clone();
+        let name = name.to_owned();
+        self.submit_op(
+            "TrainingClient.save_weights_external",
+            |_| 1,
+            move |ledger, opts| {
+                crate::ops::training::<_, SaveWeightsExternalResponse>(
+                    ledger,
+                    &model_id.clone(),
+                    move |seq| {
+                        let mut req = SaveWeightsExternalRequest::new(model_id, seq, name);
+                        req.ttl_seconds = ttl_seconds;
+                        req.age_encryption_recipients = age_recipients;
+                        req
+                    },
+                    opts,
+                )
+            },
+        )
+    }
+}
+
+/// `save_weights` takes string-valued metadata.
+fn stringify_metadata(m: Metadata) -> BTreeMap<String, String> {
+    m.into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect()
+}
