@@ -58,7 +58,7 @@ def main():
     assert caps.supported_models, "server lists no models"
     print("caps", [m.model_name for m in caps.supported_models])
 
-    training = service.create_lora_training_client(base_model=BASE_MODEL, rank=8, seed=7)
+    training = service.create_lora_training_client(base_model=BASE_MODEL, rank=8, seed=7).result()
     info = training.get_info()
     print("model", info.model_id, info.lora_rank)
 
@@ -100,7 +100,7 @@ def main():
     sampler_path = training.save_weights_for_sampler("s-20").result().path
     print("save_weights_for_sampler", sampler_path)
 
-    sampler = training.save_weights_and_get_sampling_client()
+    sampler = training.save_weights_and_get_sampling_client().result()
     prompt = types.ModelInput.from_ints([1, 2, 3])
     resp = sampler.sample(
         prompt,
@@ -116,12 +116,12 @@ def main():
     assert lps[0] is None and all(x is not None and x <= 0 for x in lps[1:]), lps
     print("compute_logprobs", lps)
 
-    other = service.create_sampling_client(model_path=sampler_path)
+    other = service.create_sampling_client(model_path=sampler_path).result()
     other.sample(prompt, 1, types.SamplingParams(max_tokens=2)).result()
-    base = service.create_sampling_client(base_model=BASE_MODEL)
+    base = service.create_sampling_client(base_model=BASE_MODEL).result()
     base.sample(prompt, 1, types.SamplingParams(max_tokens=2)).result()
 
-    rest = service.create_rest_client()
+    rest = tinker.RestClient()
     runs = rest.list_training_runs(limit=5).result()
     assert any(r.training_run_id == info.model_id for r in runs.training_runs)
     ckpts = rest.list_checkpoints(info.model_id).result()
@@ -138,7 +138,7 @@ def main():
     rest.list_sessions().result()
 
     # Resume with optimizer into a new training client, then delete the checkpoint.
-    resumed = service.create_training_client_from_state_with_optimizer(saved.path)
+    resumed = service.create_training_client_from_state_with_optimizer(saved.path).result()
     resumed.forward_backward(batch, "cross_entropy").result()
     rest.delete_checkpoint_from_tinker_path(sampler_path).result()
     after = {c.checkpoint_id for c in rest.list_checkpoints(info.model_id).result().checkpoints}

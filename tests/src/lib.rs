@@ -1,5 +1,12 @@
-//! tinker-testkit: the local Tinker server and the shared end-to-end suites.
+//! tinker-testkit: the local Tinker server (protocol, toy model, fault injection, recording) and
+//! the shared end-to-end suites.
+//!
+//! * [`server`]: [`LocalServer`] — in-process ([`LocalServer::start`]), on its own runtime thread
+//!   ([`LocalServer::start_background`]) or as the `tinker-local-server` binary.
+//! * [`model`]: the toy model the server trains and samples from.
 #![forbid(unsafe_code)]
 pub mod model;
-
 pub mod scripted_http;
+pub mod server;
+
+pub use server::{BackgroundServer, LocalServer, LocalServerConfig, ServerControl};
