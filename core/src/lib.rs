@@ -30,16 +30,22 @@
 
 pub mod auth;
 pub mod batching;
+pub mod call;
+pub mod drive;
 pub mod endpoints;
 pub mod error;
 pub mod flow;
 pub mod housekeeping;
 pub mod io;
+pub mod ledger;
+pub mod ops;
 pub mod path;
 pub mod proto;
 pub mod retry;
 pub mod rng;
 pub mod settings;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod sse;
 pub mod telemetry;
 pub mod types;
