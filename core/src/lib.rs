@@ -31,6 +31,7 @@
 pub mod auth;
 pub mod batching;
 pub mod call;
+pub mod client;
 pub mod drive;
 pub mod endpoints;
 pub mod error;

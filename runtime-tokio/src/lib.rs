@@ -1,11 +1,44 @@
-//! tinker-rs clients on tokio. The clients land with the runtimes issue; this crate currently
-//! re-exports the core so the workspace layout is in place.
+//! tinker-rs on tokio: the Tinker clients with reqwest (rustls, ring) as their HTTP stack.
+//!
+//! The clients are the ones of `tinker_core::client`, re-exported unchanged; this crate supplies
+//! their I/O. `tinker-async-std` and `tinker-blocking` have the same names, so switching runtime
+//! is changing one dependency line.
+//!
+//! ```no_run
+//! use tinker_tokio::types::{AdamParams, Datum, LoraConfig, LossFn, ModelInput, TensorData};
+//!
+//! # #[tokio::main] async fn main() -> tinker_tokio::Result<()> {
+//! let service = tinker_tokio::connect_from_env()?;
+//! let training = service
+//!     .create_lora_training_client("Qwen/Qwen3-8B", LoraConfig::new(32))
+//!     .await?;
+//! let datum = Datum::new(ModelInput::from_tokens(vec![1, 2, 3]))
+//!     .with_input("target_tokens", TensorData::from_i64(vec![2, 3, 4]))
+//!     .with_input("weights", TensorData::from_f32(vec![1.0, 1.0, 1.0]));
+//! // Submit both, then wait for both: the requests reach the server back to back.
+//! let fb = training.forward_backward(vec![datum], LossFn::CrossEntropy).await?;
+//! let step = training.optim_step(AdamParams::with_learning_rate(1e-4)).await?;
+//! println!("loss {:?}", fb.await?.loss());
+//! step.await?;
+//! service.close(tinker_tokio::types::FinishReason::Success).await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub use tinker_core as core;
 
+mod connect;
 mod runtime;
 mod transport;
 
+pub use connect::{client_io, connect, connect_from_env, connect_with};
 pub use runtime::TokioRuntime;
 pub use transport::{ReqwestTransport, ACCEPT_ENCODING};
+
+pub use tinker_core::client::{
+    ClientOptions, Pending, QueueStateEvent, RestClient, SamplingClient, SaveOptions,
+    ServiceClient, TrainingClient,
+};
+pub use tinker_core::settings::Settings;
+pub use tinker_core::{types, Error, ErrorKind, Result};

@@ -4,8 +4,10 @@
 //! * [`server`]: [`LocalServer`] — in-process ([`LocalServer::start`]), on its own runtime thread
 //!   ([`LocalServer::start_background`]) or as the `tinker-local-server` binary.
 //! * [`model`]: the toy model the server trains and samples from.
+//! * [`scenarios`]: the end-to-end suite every runtime crate runs against the server.
 #![forbid(unsafe_code)]
 pub mod model;
+pub mod scenarios;
 pub mod scripted_http;
 pub mod server;
 

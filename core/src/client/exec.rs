@@ -160,9 +160,7 @@ impl Exec {
         .await;
         match finished {
             // Finished while submitting (the server answered at once, or the call failed).
-            Some(result) => {
-                result.map(|v| Pending::ready(method, v, self.runtime.clone(), wait))
-            }
+            Some(result) => result.map(|v| Pending::ready(method, v, self.runtime.clone(), wait)),
             None => Ok(Pending::new(method, drive, self.runtime.clone(), wait)),
         }
     }
@@ -172,7 +170,11 @@ fn call_span(site: &CallSite) -> tracing::Span {
     tracing::info_span!(
         "tinker.call",
         method = site.method,
-        client = site.client.as_ref().map(|(_, id)| id.as_str()).unwrap_or(""),
+        client = site
+            .client
+            .as_ref()
+            .map(|(_, id)| id.as_str())
+            .unwrap_or(""),
         request_id = tracing::field::Empty,
         attempt = tracing::field::Empty,
     )

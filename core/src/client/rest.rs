@@ -65,7 +65,11 @@ impl RestClient {
     }
 
     /// One page of the user's training runs, newest first.
-    pub async fn list_training_runs(&self, limit: u32, offset: u64) -> Result<TrainingRunsResponse> {
+    pub async fn list_training_runs(
+        &self,
+        limit: u32,
+        offset: u64,
+    ) -> Result<TrainingRunsResponse> {
         let request = ListTrainingRuns {
             limit,
             offset,

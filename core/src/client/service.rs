@@ -195,10 +195,7 @@ impl Shared {
         };
         let refresh = self.exec.ledger.lock().dynamic_config().refresh_period();
         let housekeeping = Housekeeping::start(self, &session.id, refresh);
-        *self
-            .housekeeping
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(housekeeping);
+        *self.housekeeping.lock().unwrap_or_else(|p| p.into_inner()) = Some(housekeeping);
         let _ = self.session.set(session.clone());
         Ok(session)
     }
@@ -319,8 +316,12 @@ impl ServiceClient {
     /// Creates a training run from a `tinker://` state checkpoint, weights only: the optimizer
     /// starts fresh (a new stage of training).
     pub async fn create_training_client_from_state(&self, path: &str) -> Result<TrainingClient> {
-        self.from_state(path, false, "ServiceClient.create_training_client_from_state")
-            .await
+        self.from_state(
+            path,
+            false,
+            "ServiceClient.create_training_client_from_state",
+        )
+        .await
     }
 
     /// Creates a training run from a `tinker://` state checkpoint with its optimizer state, to
@@ -477,10 +478,8 @@ impl ServiceClient {
             if let Lifecycle::Closed(_) = *lifecycle {
                 return Ok(());
             }
-            *lifecycle = Lifecycle::Closed(format!(
-                "the service client was closed ({})",
-                reason.name()
-            ));
+            *lifecycle =
+                Lifecycle::Closed(format!("the service client was closed ({})", reason.name()));
         }
         let exec = &self.shared.exec;
         let mut result = Ok(());

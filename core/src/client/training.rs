@@ -239,20 +239,24 @@ impl TrainingClient {
     {
         let model_id = self.run.model_id.clone();
         let name = name.to_owned();
-        self.submit_op("TrainingClient.save_state", |_| 1, move |ledger, opts| {
-            crate::ops::training::<_, SaveWeightsResponse>(
-                ledger,
-                &model_id.clone(),
-                move |seq| {
-                    let mut req = SaveWeightsRequest::new(model_id, seq, name);
-                    req.ttl_seconds = options.ttl_seconds;
-                    req.overwrite = options.overwrite;
-                    req.user_metadata = options.user_metadata.map(stringify_metadata);
-                    req
-                },
-                opts,
-            )
-        })
+        self.submit_op(
+            "TrainingClient.save_state",
+            |_| 1,
+            move |ledger, opts| {
+                crate::ops::training::<_, SaveWeightsResponse>(
+                    ledger,
+                    &model_id.clone(),
+                    move |seq| {
+                        let mut req = SaveWeightsRequest::new(model_id, seq, name);
+                        req.ttl_seconds = options.ttl_seconds;
+                        req.overwrite = options.overwrite;
+                        req.user_metadata = options.user_metadata.map(stringify_metadata);
+                        req
+                    },
+                    opts,
+                )
+            },
+        )
     }
 
     /// Loads weights only from a state checkpoint into this run (the optimizer state is kept).
@@ -282,14 +286,18 @@ impl TrainingClient {
     {
         let model_id = self.run.model_id.clone();
         let path = path.to_owned();
-        self.submit_op(method, |_| 1, move |ledger, opts| {
-            crate::ops::training::<_, LoadWeightsResponse>(
-                ledger,
-                &model_id.clone(),
-                move |seq| LoadWeightsRequest::onto_model(model_id, seq, path, optimizer),
-                opts,
-            )
-        })
+        self.submit_op(
+            method,
+            |_| 1,
+            move |ledger, opts| {
+                crate::ops::training::<_, LoadWeightsResponse>(
+                    ledger,
+                    &model_id.clone(),
+                    move |seq| LoadWeightsRequest::onto_model(model_id, seq, path, optimizer),
+                    opts,
+                )
+            },
+        )
     }
 
     /// Saves sampler weights as `tinker://<run>/sampler_weights/<name>` (load them with
@@ -297,9 +305,8 @@ impl TrainingClient {
     pub fn save_weights_for_sampler(
         &self,
         name: &str,
-    ) -> impl std::future::Future<Output = Result<Pending<SaveWeightsForSamplerResponse>>>
-           + Send
-           + 'static {
+    ) -> impl std::future::Future<Output = Result<Pending<SaveWeightsForSamplerResponse>>> + Send + 'static
+    {
         self.save_weights_for_sampler_with(name, SaveOptions::default())
     }
 
@@ -308,9 +315,8 @@ impl TrainingClient {
         &self,
         name: &str,
         options: SaveOptions,
-    ) -> impl std::future::Future<Output = Result<Pending<SaveWeightsForSamplerResponse>>>
-           + Send
-           + 'static {
+    ) -> impl std::future::Future<Output = Result<Pending<SaveWeightsForSamplerResponse>>> + Send + 'static
+    {
         let model_id = self.run.model_id.clone();
         let name = name.to_owned();
         self.submit_op(
@@ -405,9 +411,8 @@ impl TrainingClient {
         name: &str,
         ttl_seconds: Option<u64>,
         age_recipients: Option<Vec<String>>,
-    ) -> impl std::future::Future<Output = Result<Pending<SaveWeightsExternalResponse>>>
-           + Send
-           + 'static {
+    ) -> impl std::future::Future<Output = Result<Pending<SaveWeightsExternalResponse>>> + Send + 'static
+    {
         let model_id = self.run.model_id.clone();
         let name = name.to_owned();
         self.submit_op(

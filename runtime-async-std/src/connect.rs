@@ -1,0 +1,65 @@
+//! Building a [`ServiceClient`] bound to async-io timers and hyper (no tokio at run time).
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tinker_core::client::{ClientIo, ClientOptions, ServiceClient};
+use tinker_core::endpoints::Platform;
+use tinker_core::io::AsyncRuntime;
+use tinker_core::settings::Settings;
+use tinker_core::Result;
+
+use crate::{AsyncStdRuntime, HyperTransport};
+
+/// A service client for `settings`. Works under async-std and under smol (or any executor: the
+/// timers are async-io's and the housekeeper runs on async-std's global executor).
+///
+/// Sends nothing yet: the session starts with the first call that needs it.
+///
+/// # Errors
+///
+/// [`tinker_core::Error::Config`] without an API key or with a malformed base URL.
+pub fn connect(settings: Settings) -> Result<ServiceClient> {
+    connect_with(settings, ClientOptions::default())
+}
+
+/// [`connect`] with client options (deadlines, queue-state observer, session metadata).
+pub fn connect_with(settings: Settings, options: ClientOptions) -> Result<ServiceClient> {
+    let io = client_io(HyperTransport::new(), AsyncStdRuntime);
+    ServiceClient::new(settings, io, with_os_seed(options))
+}
+
+/// [`connect`] with settings read from the environment (`TINKER_API_KEY`, `TINKER_BASE_URL`, …).
+pub fn connect_from_env() -> Result<ServiceClient> {
+    connect(Settings::from_env()?)
+}
+
+/// The I/O of an async-std client, for [`ServiceClient::new`] with a custom transport.
+pub fn client_io(transport: HyperTransport, runtime: AsyncStdRuntime) -> ClientIo {
+    let now = runtime.now();
+    ClientIo {
+        http: Arc::new(transport),
+        runtime: Arc::new(runtime),
+        wall_clock: (now, SystemTime::now()),
+        platform: Platform::current(
+            concat!("tinker-async-std ", env!("CARGO_PKG_VERSION")),
+            "async:async-std",
+        ),
+    }
+}
+
+fn with_os_seed(mut options: ClientOptions) -> ClientOptions {
+    if options.seed.is_none() {
+        // RandomState is seeded from the OS once per process and varies per instance.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        options = options.with_seed(h.finish());
+    }
+    options
+}

@@ -1,0 +1,282 @@
+//! How the async client layer runs on plain threads: a minimal `block_on`, a timer thread, the
+//! ureq transport seen as an [`AsyncHttp`], and threads for background work.
+//!
+//! The clients of `tinker_core::client` are written once, as async code. The blocking clients
+//! run each call to completion on the calling thread with [`block_on`]: the future is polled
+//! there and the thread parks until a waker unparks it. ureq blocks *inside* `poll`, which is
+//! fine because the caller is a plain thread that would block anyway; a call's several requests
+//! (the chunks of a large `forward_backward`) are then sent one after another. Sleeps are
+//! registered with one shared timer thread that wakes their tasks; waits on the shared ledger
+//! (turn order, budgets) use the ledger's own wakers. The housekeeper runs on its own thread.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::io::Read;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tinker_core::io::{
+    AsyncBody, AsyncHttp, AsyncResponse, AsyncRuntime, BlockingClock, BlockingHttp, BoxFuture,
+    Timeouts, TransportError, TransportErrorKind,
+};
+
+use crate::{transport_error_of, SystemClock, UreqTransport};
+
+/// Size of one body read.
+const READ_CHUNK: usize = 64 * 1024;
+
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `future` to completion on the calling thread.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        // A spurious unpark only costs one extra poll.
+        std::thread::park();
+    }
+}
+
+/// One thread that wakes sleeping tasks at their deadlines.
+struct TimerThread {
+    queue: Mutex<BinaryHeap<Reverse<Entry>>>,
+    changed: Condvar,
+}
+
+struct Entry {
+    at: Instant,
+    seq: u64,
+    waker: Waker,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Entry) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Entry) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+fn timer() -> &'static TimerThread {
+    static TIMER: OnceLock<&'static TimerThread> = OnceLock::new();
+    TIMER.get_or_init(|| {
+        let t: &'static TimerThread = Box::leak(Box::new(TimerThread {
+            queue: Mutex::new(BinaryHeap::new()),
+            changed: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("tinker-timer".into())
+            .spawn(move || t.run())
+            .expect("the timer thread can be started");
+        t
+    })
+}
+
+impl TimerThread {
+    fn register(&self, at: Instant, waker: Waker) {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.push(Reverse(Entry { at, seq, waker }));
+        drop(q);
+        self.changed.notify_one();
+    }
+
+    fn run(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let now = Instant::now();
+            while q.peek().is_some_and(|Reverse(e)| e.at <= now) {
+                if let Some(Reverse(e)) = q.pop() {
+                    e.waker.wake();
+                }
+            }
+            q = match q.peek().map(|Reverse(e)| e.at) {
+                Some(at) => {
+                    self.changed
+                        .wait_timeout(q, at.saturating_duration_since(now))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self.changed.wait(q).unwrap_or_else(|p| p.into_inner()),
+            };
+        }
+    }
+}
+
+/// A future that completes at a deadline, woken by the timer thread.
+struct Sleep {
+    at: Instant,
+    waker: Option<Waker>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if SystemClock.now() >= self.at {
+            return Poll::Ready(());
+        }
+        // Re-registered when polled with another waker, so the latest task is the one woken (a
+        // stale entry only costs one spurious poll).
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+            timer().register(self.at, cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// [`AsyncRuntime`] for plain threads: the system clock, the timer thread, and a thread per
+/// spawned task (only the housekeeper is spawned, once per service client).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadRuntime;
+
+impl AsyncRuntime for ThreadRuntime {
+    fn now(&self) -> Instant {
+        SystemClock.now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        Box::pin(Sleep {
+            at: deadline,
+            waker: None,
+        })
+    }
+
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        let spawned = std::thread::Builder::new()
+            .name("tinker-housekeeper".into())
+            .spawn(move || block_on(task));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start the housekeeper thread; heartbeats and telemetry are off");
+        }
+    }
+}
+
+/// The ureq transport used by the async client layer: `send` performs the blocking request
+/// inside the future (see the module docs for why that is sound here).
+#[derive(Debug, Clone, Default)]
+pub struct BlockingTransport {
+    inner: UreqTransport,
+}
+
+impl BlockingTransport {
+    /// Wraps a ureq transport.
+    pub fn new(inner: UreqTransport) -> BlockingTransport {
+        BlockingTransport { inner }
+    }
+}
+
+#[async_trait::async_trait]
+impl AsyncHttp for BlockingTransport {
+    async fn send(
+        &self,
+        request: http::Request<Bytes>,
+        timeouts: Timeouts,
+    ) -> Result<AsyncResponse, TransportError> {
+        let response = self.inner.send(request, timeouts)?;
+        Ok(AsyncResponse {
+            head: response.head,
+            body: Box::new(ReadBody {
+                reader: response.body,
+            }),
+        })
+    }
+}
+
+struct ReadBody {
+    reader: Box<dyn Read + Send>,
+}
+
+#[async_trait::async_trait]
+impl AsyncBody for ReadBody {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, TransportError>> {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            return match self.reader.read(&mut buf) {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some(Ok(Bytes::from(buf)))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Some(Err(transport_error_of(&e).cloned().unwrap_or_else(|| {
+                    TransportError::new(TransportErrorKind::Io, e.to_string())
+                }))),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn sleeps_end_in_deadline_order_on_one_thread() {
+        let start = Instant::now();
+        let rt = ThreadRuntime;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let a = {
+            let order = order.clone();
+            let sleep = rt.sleep_until(start + Duration::from_millis(30));
+            async move {
+                sleep.await;
+                order.lock().unwrap().push("late");
+            }
+        };
+        let b = {
+            let order = order.clone();
+            let sleep = rt.sleep_until(start + Duration::from_millis(5));
+            async move {
+                sleep.await;
+                order.lock().unwrap().push("early");
+            }
+        };
+        block_on(async {
+            let mut a = Box::pin(a);
+            let mut b = Box::pin(b);
+            let (mut da, mut db) = (false, false);
+            std::future::poll_fn(|cx| {
+                da = da || a.as_mut().poll(cx).is_ready();
+                db = db || b.as_mut().poll(cx).is_ready();
+                if da && db {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await
+        });
+        assert_eq!(*order.lock().unwrap(), ["early", "late"]);
+        assert!(Instant::now() >= start + Duration::from_millis(30));
+    }
+}

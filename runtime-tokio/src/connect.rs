@@ -1,0 +1,68 @@
+//! Building a [`ServiceClient`] bound to tokio and reqwest.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tinker_core::client::{ClientIo, ClientOptions, ServiceClient};
+use tinker_core::endpoints::Platform;
+use tinker_core::io::AsyncRuntime;
+use tinker_core::settings::Settings;
+use tinker_core::{Error, Result};
+
+use crate::{ReqwestTransport, TokioRuntime};
+
+/// A service client for `settings`, on the tokio runtime the caller runs in.
+///
+/// Sends nothing yet: the session starts with the first call that needs it.
+///
+/// # Errors
+///
+/// [`Error::Config`] without an API key, with a malformed base URL, or outside a tokio runtime.
+pub fn connect(settings: Settings) -> Result<ServiceClient> {
+    connect_with(settings, ClientOptions::default())
+}
+
+/// [`connect`] with client options (deadlines, queue-state observer, session metadata).
+pub fn connect_with(settings: Settings, options: ClientOptions) -> Result<ServiceClient> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+        Error::Config("tinker_tokio::connect must be called from inside a tokio runtime".into())
+    })?;
+    let io = client_io(ReqwestTransport::new(), TokioRuntime::from_handle(handle));
+    ServiceClient::new(settings, io, with_os_seed(options))
+}
+
+/// [`connect`] with settings read from the environment (`TINKER_API_KEY`, `TINKER_BASE_URL`, …).
+pub fn connect_from_env() -> Result<ServiceClient> {
+    connect(Settings::from_env()?)
+}
+
+/// The I/O of a tokio client, for [`ServiceClient::new`] with a custom transport (e.g. other
+/// TLS roots).
+pub fn client_io(transport: ReqwestTransport, runtime: TokioRuntime) -> ClientIo {
+    let now = runtime.now();
+    ClientIo {
+        http: Arc::new(transport),
+        runtime: Arc::new(runtime),
+        wall_clock: (now, SystemTime::now()),
+        platform: Platform::current(
+            concat!("tinker-tokio ", env!("CARGO_PKG_VERSION")),
+            "async:tokio",
+        ),
+    }
+}
+
+fn with_os_seed(mut options: ClientOptions) -> ClientOptions {
+    if options.seed.is_none() {
+        // RandomState is seeded from the OS once per process and varies per instance.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        options = options.with_seed(h.finish());
+    }
+    options
+}

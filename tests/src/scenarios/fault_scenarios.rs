@@ -1,0 +1,286 @@
+//! Failure stories: an error storm (A7), session expiry (A8), hung and stalled requests (A9),
+//! and an evaluation with per-example timeouts (A12).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use tinker_core::client::{ClientOptions, TrainingClient};
+use tinker_core::retry::QueueState;
+use tinker_core::types::{
+    AdamParams, FinishReason, LoraConfig, LossFn, ModelInput, SamplingParams,
+};
+use tinker_core::ErrorKind;
+
+use super::data::{batch, mean_nll, BASE_MODEL};
+use super::{Env, Runtime};
+use crate::server::{Fault, FaultRule, LocalServerConfig};
+
+async fn step<R: Runtime>(training: &TrainingClient, n: usize) -> f64 {
+    let data = batch(n, 8);
+    let fb = training
+        .forward_backward(data.clone(), LossFn::CrossEntropy)
+        .await
+        .unwrap();
+    let opt = training
+        .optim_step(AdamParams::with_learning_rate(0.05))
+        .await
+        .unwrap();
+    let out = fb.result().await.unwrap();
+    opt.result().await.unwrap();
+    mean_nll(out.loss(), &data)
+}
+
+/// A7: during step 3 of a 10-step run the server answers 503 for a while, then 429 with and
+/// without `Retry-After`, then 500 on `retrieve_future`. The run finishes, and its losses equal
+/// those of an undisturbed run with the same seed: no step was applied twice (or lost).
+pub async fn a7_error_storm<R: Runtime>() {
+    let env = Env::<R>::new(LocalServerConfig::default());
+    let service = env.connect();
+    let lora = LoraConfig::new(8).with_seed(11);
+    let calm = service
+        .create_lora_training_client(BASE_MODEL, lora)
+        .await
+        .unwrap();
+    let stormy = service
+        .create_lora_training_client(BASE_MODEL, lora)
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    for n in 0..10 {
+        expected.push(step::<R>(&calm, n).await);
+    }
+    let mut observed = Vec::new();
+    for n in 0..10 {
+        if n == 3 {
+            let mut unavailable = FaultRule::times(
+                "forward_backward",
+                4,
+                Fault::Status {
+                    status: 503,
+                    body: None,
+                    headers: Default::default(),
+                },
+            );
+            unavailable.count = None;
+            unavailable.duration_ms = Some(1_500);
+            env.server().add_faults(vec![
+                unavailable,
+                FaultRule::once(
+                    "optim_step",
+                    Fault::RateLimit {
+                        retry_after: Some("0.5".into()),
+                    },
+                ),
+                FaultRule::once("optim_step", Fault::RateLimit { retry_after: None }).after(1),
+                FaultRule::times(
+                    "retrieve_future",
+                    2,
+                    Fault::Status {
+                        status: 500,
+                        body: None,
+                        headers: Default::default(),
+                    },
+                ),
+            ]);
+        }
+        observed.push(step::<R>(&stormy, n).await);
+    }
+    for (n, (a, b)) in expected.iter().zip(&observed).enumerate() {
+        assert!(
+            (a - b).abs() < 1e-9,
+            "step {n}: {b} after the storm vs {a} undisturbed"
+        );
+    }
+    let fired: u64 = env.server().faults().iter().map(|f| f.fired).sum();
+    assert!(fired >= 4, "the storm happened ({fired} faults fired)");
+    service.close(FinishReason::Success).await.unwrap();
+}
+
+/// A8: heartbeats fail and the server expires the session; the next call fails with a typed
+/// error (410 Gone, or `Closed` once the client knows) instead of hanging, and `close` returns
+/// within its flush budget.
+pub async fn a8_session_expiry<R: Runtime>() {
+    let mut config = LocalServerConfig::default();
+    config.session_timeout_secs = Some(1.0);
+    config.faults = vec![{
+        let mut r = FaultRule::once(
+            "session_heartbeat",
+            Fault::Status {
+                status: 503,
+                body: None,
+                headers: Default::default(),
+            },
+        );
+        r.count = None;
+        r.always = true;
+        r
+    }];
+    let env = Env::<R>::new(config);
+    let service = env.connect();
+    let training = service
+        .create_lora_training_client(BASE_MODEL, LoraConfig::new(4))
+        .await
+        .unwrap();
+    R::sleep(Duration::from_millis(1_500)).await;
+    let err = async {
+        training
+            .forward_backward(batch(0, 2), LossFn::CrossEntropy)
+            .await?
+            .result()
+            .await
+    }
+    .await
+    .expect_err("a call on an expired session fails");
+    assert!(
+        matches!(err.kind(), ErrorKind::Gone | ErrorKind::Closed),
+        "typed expiry error, got {err}"
+    );
+    let started = Instant::now();
+    service
+        .close(FinishReason::Errored)
+        .await
+        .expect("closing an expired session is not an error");
+    // A bound, not a speed measurement: close never waits on the server beyond its budget.
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "close took {:?}",
+        started.elapsed()
+    );
+    let after = training
+        .forward_backward(batch(0, 2), LossFn::CrossEntropy)
+        .await
+        .expect_err("a closed client refuses new calls");
+    assert_eq!(after.kind(), ErrorKind::Closed);
+}
+
+/// A9: a sample whose future stays queued (`paused_capacity`) ends at the user's deadline with a
+/// timeout naming the request id and the queue state, after the observer heard the reason; a
+/// poll whose body stalls mid-way is retried on the same future and succeeds.
+pub async fn a9_hung_and_stalled<R: Runtime>() {
+    let mut config = LocalServerConfig::default();
+    config.long_poll_hold_ms = 50;
+    let env = Env::<R>::new(config);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let observer = seen.clone();
+    let service = env.connect_with(
+        ClientOptions::default().on_queue_state(move |e| observer.lock().unwrap().push(e.clone())),
+    );
+    let sampler = service
+        .create_base_model_sampling_client(BASE_MODEL)
+        .await
+        .unwrap();
+    let params = SamplingParams {
+        max_tokens: Some(4),
+        ..SamplingParams::default()
+    };
+    let mut paused = FaultRule::once(
+        "retrieve_future",
+        Fault::TryAgain {
+            queue_states: vec!["paused_capacity".into()],
+        },
+    );
+    paused.count = None;
+    paused.always = true;
+    env.server().set_faults(vec![paused]);
+    let err = sampler
+        .with_deadline(Duration::from_millis(1_500))
+        .sample(ModelInput::from_tokens(vec![1, 2]), 1, params.clone())
+        .await
+        .expect_err("the deadline ends the wait");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.request_id().is_some(), "names the request: {err}");
+    assert!(
+        err.to_string().contains("paused_capacity"),
+        "names the queue state: {err}"
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.state == QueueState::PausedCapacity),
+        "the observer heard the pause"
+    );
+
+    env.server().set_faults(vec![FaultRule::once(
+        "retrieve_future",
+        Fault::StallBody {
+            stall_ms: Some(300),
+        },
+    )
+    .for_request_type("Sample")]);
+    env.server().clear_recording();
+    let out = sampler
+        .sample(ModelInput::from_tokens(vec![3, 4]), 1, params)
+        .await
+        .expect("a stalled body is retried");
+    assert_eq!(out.sequences.len(), 1);
+    let polls: Vec<_> = env
+        .server()
+        .recording()
+        .into_iter()
+        .filter(|e| e.endpoint() == "retrieve_future")
+        .filter_map(|e| e.body_field("request_id").cloned())
+        .collect();
+    assert!(polls.len() >= 2, "{polls:?}");
+    assert!(
+        polls.windows(2).any(|w| w[0] == w[1]),
+        "the same future was polled again: {polls:?}"
+    );
+    service.close(FinishReason::Success).await.unwrap();
+}
+
+/// A12: an evaluation of 200 prompts at concurrency 64 with a per-example timeout; the server
+/// never finishes 5 of them. 195 results and 5 recorded timeouts, nothing crashes, and at most 64
+/// examples are in flight at once.
+pub async fn a12_eval_with_per_example_timeouts<R: Runtime>() {
+    let env = Env::<R>::new(LocalServerConfig::default());
+    let service = env.connect();
+    let sampler = service
+        .create_base_model_sampling_client(BASE_MODEL)
+        .await
+        .unwrap();
+    env.server().add_faults(vec![
+        FaultRule::times("asample", 5, Fault::HangFuture).after(20)
+    ]);
+    let per_example = sampler.with_deadline(Duration::from_secs(3));
+    let in_flight = AtomicUsize::new(0);
+    let peak = AtomicUsize::new(0);
+    let params = SamplingParams {
+        max_tokens: Some(4),
+        ..SamplingParams::default()
+    };
+    let results: Vec<_> = stream::iter(0..200)
+        .map(|i| {
+            let call =
+                per_example.sample(ModelInput::from_tokens(vec![i % 100, 1]), 1, params.clone());
+            let (in_flight, peak) = (&in_flight, &peak);
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                let r = call.await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                r
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let timeouts = results
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(|e| e.kind() == ErrorKind::Timeout))
+        .count();
+    assert_eq!(
+        (ok, timeouts),
+        (195, 5),
+        "{:?}",
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .collect::<Vec<_>>()
+    );
+    assert!(peak.load(Ordering::SeqCst) <= 64);
+    service.close(FinishReason::Success).await.unwrap();
+}
