@@ -3,11 +3,11 @@
 //!
 //! The clients of `tinker_core::client` are written once, as async code. The blocking clients
 //! run each call to completion on the calling thread with [`block_on`]: the future is polled
-//! there and the thread parks until a waker unparks it. ureq blocks *inside* `poll`, which is
-//! fine because the caller is a plain thread that would block anyway; a call's several requests
-//! (the chunks of a large `forward_backward`) are then sent one after another. Sleeps are
-//! registered with one shared timer thread that wakes their tasks; waits on the shared ledger
-//! (turn order, budgets) use the ledger's own wakers. The housekeeper runs on its own thread.
+//! there and the thread parks until a waker unparks it. Each HTTP request runs on a short-lived
+//! thread of its own ([`BlockingTransport`]) that wakes the caller when the response is complete,
+//! so a call's deadline can end a wait the server holds open and a call's several requests go out
+//! together. Sleeps are registered with one shared timer thread; waits on the shared ledger (turn
+//! order, budgets) use the ledger's own wakers. The housekeeper runs on its own thread.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -180,8 +180,16 @@ impl AsyncRuntime for ThreadRuntime {
     }
 }
 
-/// The ureq transport used by the async client layer: `send` performs the blocking request
-/// inside the future (see the module docs for why that is sound here).
+/// The ureq transport seen as an [`AsyncHttp`]: each request (head and whole body) runs on its
+/// own short-lived thread and completes the awaiting future through a waker.
+///
+/// Blocking inside `poll` would also work for a single call, but then a call's deadline could not
+/// interrupt a request the server holds open, and several futures driven by one `block_on`
+/// (a `forward_backward` split into chunks, a batch of samples joined together) would run one
+/// after another. A thread per request keeps both right at the cost of a thread spawn per HTTP
+/// request, which is small next to a network round trip. A request whose call was abandoned
+/// cannot be aborted: its thread finishes it (bounded by the per-read timeout) and the response
+/// is dropped.
 #[derive(Debug, Clone, Default)]
 pub struct BlockingTransport {
     inner: UreqTransport,
@@ -194,6 +202,57 @@ impl BlockingTransport {
     }
 }
 
+type Exchange = Result<(http::response::Parts, Bytes), TransportError>;
+
+/// The slot a request thread fills and the awaiting future reads.
+#[derive(Default)]
+struct Slot {
+    result: Option<Exchange>,
+    waker: Option<Waker>,
+}
+
+struct Receive {
+    slot: Arc<Mutex<Slot>>,
+}
+
+impl Future for Receive {
+    type Output = Exchange;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exchange> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.result.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+fn exchange(
+    transport: &UreqTransport,
+    request: http::Request<Bytes>,
+    timeouts: Timeouts,
+) -> Exchange {
+    let response = transport.send(request, timeouts)?;
+    let mut reader = response.body;
+    let mut body = Vec::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(transport_error_of(&e)
+                    .cloned()
+                    .unwrap_or_else(|| TransportError::new(TransportErrorKind::Io, e.to_string())))
+            }
+        }
+    }
+    Ok((response.head, Bytes::from(body)))
+}
+
 #[async_trait::async_trait]
 impl AsyncHttp for BlockingTransport {
     async fn send(
@@ -201,37 +260,45 @@ impl AsyncHttp for BlockingTransport {
         request: http::Request<Bytes>,
         timeouts: Timeouts,
     ) -> Result<AsyncResponse, TransportError> {
-        let response = self.inner.send(request, timeouts)?;
+        let slot = Arc::new(Mutex::new(Slot::default()));
+        let filled = slot.clone();
+        let transport = self.inner.clone();
+        std::thread::Builder::new()
+            .name("tinker-http".into())
+            .spawn(move || {
+                let result = exchange(&transport, request, timeouts);
+                let waker = {
+                    let mut s = filled.lock().unwrap_or_else(|p| p.into_inner());
+                    s.result = Some(result);
+                    s.waker.take()
+                };
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            })
+            .map_err(|e| {
+                TransportError::new(
+                    TransportErrorKind::Other,
+                    format!("could not start a request thread: {e}"),
+                )
+            })?;
+        let (head, body) = Receive { slot }.await?;
         Ok(AsyncResponse {
-            head: response.head,
-            body: Box::new(ReadBody {
-                reader: response.body,
-            }),
+            head,
+            body: Box::new(WholeBody { body: Some(body) }),
         })
     }
 }
 
-struct ReadBody {
-    reader: Box<dyn Read + Send>,
+/// A body already read in full by the request thread.
+struct WholeBody {
+    body: Option<Bytes>,
 }
 
 #[async_trait::async_trait]
-impl AsyncBody for ReadBody {
+impl AsyncBody for WholeBody {
     async fn next_chunk(&mut self) -> Option<Result<Bytes, TransportError>> {
-        let mut buf = vec![0u8; READ_CHUNK];
-        loop {
-            return match self.reader.read(&mut buf) {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some(Ok(Bytes::from(buf)))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => Some(Err(transport_error_of(&e).cloned().unwrap_or_else(|| {
-                    TransportError::new(TransportErrorKind::Io, e.to_string())
-                }))),
-            };
-        }
+        self.body.take().filter(|b| !b.is_empty()).map(Ok)
     }
 }
 

@@ -20,9 +20,10 @@
 //!   (`reqwest` on tokio; `hyper` on `async-io`), so switching runtime is changing one
 //!   dependency line and the `connect` call's crate name.
 //! * `tinker-blocking` wraps each client in a blocking twin whose methods run the same async
-//!   method to completion on the calling thread with a minimal executor. Its HTTP stack (`ureq`)
-//!   blocks inside the future, which is fine because the caller is a plain thread; timers are a
-//!   small timer thread; the housekeeper runs on its own thread.
+//!   method to completion on the calling thread with a minimal executor. Each `ureq` request
+//!   runs on a short-lived thread that wakes the caller when its response is complete (so
+//!   deadlines still interrupt long polls); timers are one timer thread; the housekeeper runs on
+//!   its own thread.
 //!
 //! # Ordering and pipelining
 //!

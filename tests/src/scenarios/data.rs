@@ -30,3 +30,31 @@ pub fn mean_nll(loss_sum: Option<f64>, batch: &[Datum]) -> f64 {
         .sum();
     loss_sum.expect("forward_backward reports loss:sum") / tokens.max(1) as f64
 }
+
+/// Settings for the examples: the real service when `TINKER_API_KEY` or `TINKER_BASE_URL` is
+/// set, otherwise an embedded local server (toy model on loopback) so they run offline. Keep the
+/// returned server alive while the client is used.
+pub fn settings_or_local_server() -> tinker_core::Result<(
+    tinker_core::settings::Settings,
+    Option<crate::server::BackgroundServer>,
+)> {
+    use tinker_core::settings::Settings;
+    let configured = ["TINKER_API_KEY", "TINKER_BASE_URL"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()));
+    if configured {
+        return Ok((Settings::from_env()?, None));
+    }
+    let server = crate::server::LocalServer::start_background(Default::default()).map_err(|e| {
+        tinker_core::Error::Config(format!("could not start the embedded local server: {e}"))
+    })?;
+    println!(
+        "TINKER_API_KEY and TINKER_BASE_URL are unset: using an embedded local server at {}",
+        server.url()
+    );
+    let settings = Settings::default()
+        .with_base_url(server.url())
+        .with_api_key(server.api_key())?
+        .with_telemetry(false);
+    Ok((settings, Some(server)))
+}

@@ -203,6 +203,10 @@ pub async fn a9_hung_and_stalled<R: Runtime>() {
         "the observer heard the pause"
     );
 
+    // The abandoned call's last poll may still be on the wire (the blocking runtime cannot
+    // abort a request in flight): let it land before arming the next fault.
+    env.server().set_faults(Vec::new());
+    R::sleep(Duration::from_millis(300)).await;
     env.server().set_faults(vec![FaultRule::once(
         "retrieve_future",
         Fault::StallBody {

@@ -26,7 +26,7 @@ use tinker_core::Result;
 
 use crate::server::{BackgroundServer, LocalServer, LocalServerConfig};
 
-pub use data::{batch, counting_datum, mean_nll, BASE_MODEL};
+pub use data::{batch, counting_datum, mean_nll, settings_or_local_server, BASE_MODEL};
 pub use fault_scenarios::{
     a12_eval_with_per_example_timeouts, a7_error_storm, a8_session_expiry, a9_hung_and_stalled,
 };

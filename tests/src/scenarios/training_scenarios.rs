@@ -194,7 +194,10 @@ pub async fn a2_resume_with_optimizer<R: Runtime>() {
 /// retry is answered from the saved checkpoint and the call succeeds with its path. Saving a
 /// *different* request under a name that is taken is an error.
 pub async fn a10_save_is_idempotent<R: Runtime>() {
-    let env = Env::<R>::new(LocalServerConfig::default());
+    let mut config = LocalServerConfig::default();
+    // The rejected save leaves its seq id unused: let the server skip the gap quickly.
+    config.seq_gap_timeout_ms = Some(200);
+    let env = Env::<R>::new(config);
     let service = env.connect();
     let training = service
         .create_lora_training_client(BASE_MODEL, LoraConfig::new(4))
@@ -229,15 +232,30 @@ pub async fn a10_save_is_idempotent<R: Runtime>() {
         "the dropped save was retried ({saves} requests)"
     );
 
-    let again = async { training.save_state("step_000020").await?.result().await }.await;
+    // The engine retries a 409 like the official SDK does (layers H and X, about five minutes),
+    // so the user's deadline bounds this wait; either way the call must fail, never succeed.
+    env.server().clear_recording();
+    let again = async {
+        training
+            .with_deadline(Duration::from_secs(5))
+            .save_state("step_000020")
+            .await?
+            .result()
+            .await
+    }
+    .await;
     let err = again.expect_err("saving another request under a taken name fails");
     assert!(
-        matches!(
-            err.kind(),
-            ErrorKind::Conflict | ErrorKind::RequestFailed | ErrorKind::BadRequest
-        ),
+        matches!(err.kind(), ErrorKind::Conflict | ErrorKind::Timeout),
         "{err}"
     );
+    let conflicts = env
+        .server()
+        .recording()
+        .iter()
+        .filter(|e| e.endpoint() == "save_weights" && e.resp_status == 409)
+        .count();
+    assert!(conflicts >= 1, "the server answered 409 to the second save");
     // The run is still usable.
     sft_step(&training, 1).await;
     service.close(FinishReason::Success).await.unwrap();
@@ -250,7 +268,7 @@ pub async fn a10_save_is_idempotent<R: Runtime>() {
 pub async fn a3_rl_fan_out<R: Runtime>() {
     let mut config = LocalServerConfig::default();
     // Small chunk limits so the batch is split into several requests.
-    config.client_config.fwdbwd_max_chunk_len = 256;
+    config.client_config.fwdbwd_max_chunk_len = 100;
     let env = Env::<R>::new(config);
     let service = env.connect();
     let training = service
