@@ -316,7 +316,7 @@ impl ServiceClient {
     /// Creates a training run from a `tinker://` state checkpoint, weights only: the optimizer
     /// starts fresh (a new stage of training).
     pub async fn create_training_client_from_state(&self, path: &str) -> Result<TrainingClient> {
-        self.from_state(
+        self.training_from_state(
             path,
             false,
             "ServiceClient.create_training_client_from_state",
@@ -330,7 +330,7 @@ impl ServiceClient {
         &self,
         path: &str,
     ) -> Result<TrainingClient> {
-        self.from_state(
+        self.training_from_state(
             path,
             true,
             "ServiceClient.create_training_client_from_state_with_optimizer",
@@ -338,7 +338,7 @@ impl ServiceClient {
         .await
     }
 
-    async fn from_state(
+    async fn training_from_state(
         &self,
         path: &str,
         optimizer: bool,

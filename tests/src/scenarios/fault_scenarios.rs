@@ -17,7 +17,7 @@ use super::data::{batch, mean_nll, BASE_MODEL};
 use super::{Env, Runtime};
 use crate::server::{Fault, FaultRule, LocalServerConfig};
 
-async fn step<R: Runtime>(training: &TrainingClient, n: usize) -> f64 {
+async fn step(training: &TrainingClient, n: usize) -> f64 {
     let data = batch(n, 8);
     let fb = training
         .forward_backward(data.clone(), LossFn::CrossEntropy)
@@ -49,7 +49,7 @@ pub async fn a7_error_storm<R: Runtime>() {
         .unwrap();
     let mut expected = Vec::new();
     for n in 0..10 {
-        expected.push(step::<R>(&calm, n).await);
+        expected.push(step(&calm, n).await);
     }
     let mut observed = Vec::new();
     for n in 0..10 {
@@ -85,7 +85,7 @@ pub async fn a7_error_storm<R: Runtime>() {
                 ),
             ]);
         }
-        observed.push(step::<R>(&stormy, n).await);
+        observed.push(step(&stormy, n).await);
     }
     for (n, (a, b)) in expected.iter().zip(&observed).enumerate() {
         assert!(
@@ -102,21 +102,23 @@ pub async fn a7_error_storm<R: Runtime>() {
 /// error (410 Gone, or `Closed` once the client knows) instead of hanging, and `close` returns
 /// within its flush budget.
 pub async fn a8_session_expiry<R: Runtime>() {
-    let mut config = LocalServerConfig::default();
-    config.session_timeout_secs = Some(1.0);
-    config.faults = vec![{
-        let mut r = FaultRule::once(
-            "session_heartbeat",
-            Fault::Status {
-                status: 503,
-                body: None,
-                headers: Default::default(),
-            },
-        );
-        r.count = None;
-        r.always = true;
-        r
-    }];
+    let config = LocalServerConfig {
+        session_timeout_secs: Some(1.0),
+        faults: vec![{
+            let mut r = FaultRule::once(
+                "session_heartbeat",
+                Fault::Status {
+                    status: 503,
+                    body: None,
+                    headers: Default::default(),
+                },
+            );
+            r.count = None;
+            r.always = true;
+            r
+        }],
+        ..LocalServerConfig::default()
+    };
     let env = Env::<R>::new(config);
     let service = env.connect();
     let training = service
@@ -159,8 +161,10 @@ pub async fn a8_session_expiry<R: Runtime>() {
 /// timeout naming the request id and the queue state, after the observer heard the reason; a
 /// poll whose body stalls mid-way is retried on the same future and succeeds.
 pub async fn a9_hung_and_stalled<R: Runtime>() {
-    let mut config = LocalServerConfig::default();
-    config.long_poll_hold_ms = 50;
+    let config = LocalServerConfig {
+        long_poll_hold_ms: 50,
+        ..LocalServerConfig::default()
+    };
     let env = Env::<R>::new(config);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let observer = seen.clone();

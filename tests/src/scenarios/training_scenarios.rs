@@ -194,9 +194,11 @@ pub async fn a2_resume_with_optimizer<R: Runtime>() {
 /// retry is answered from the saved checkpoint and the call succeeds with its path. Saving a
 /// *different* request under a name that is taken is an error.
 pub async fn a10_save_is_idempotent<R: Runtime>() {
-    let mut config = LocalServerConfig::default();
     // The rejected save leaves its seq id unused: let the server skip the gap quickly.
-    config.seq_gap_timeout_ms = Some(200);
+    let config = LocalServerConfig {
+        seq_gap_timeout_ms: Some(200),
+        ..LocalServerConfig::default()
+    };
     let env = Env::<R>::new(config);
     let service = env.connect();
     let training = service
@@ -360,9 +362,11 @@ fn rl_datum(prompt: &[i32], completion: &[i32], logprobs: &[f32], advantage: f32
 /// steps, waits for results) abandoned at random points — before submission, while submitting,
 /// while waiting — and afterwards a forward_backward on the same client still completes.
 pub async fn cancellation_leaves_the_client_usable<R: Runtime>() {
-    let mut config = LocalServerConfig::default();
     // A cancelled call may leave a gap in the run's seq ids: let the server skip it quickly.
-    config.seq_gap_timeout_ms = Some(50);
+    let config = LocalServerConfig {
+        seq_gap_timeout_ms: Some(50),
+        ..LocalServerConfig::default()
+    };
     let env = Env::<R>::new(config);
     let service = env.connect();
     let training = service
