@@ -3,3 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub use tinker_core as core;
+
+mod connector;
+mod runtime;
+mod transport;
+
+pub use runtime::AsyncStdRuntime;
+pub use transport::{HyperTransport, ACCEPT_ENCODING};

@@ -3,3 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub use tinker_core as core;
+
+mod clock;
+mod transport;
+
+pub use clock::SystemClock;
+pub use transport::{transport_error_of, UreqTransport, ACCEPT_ENCODING};

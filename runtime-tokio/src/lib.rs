@@ -3,3 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub use tinker_core as core;
+
+mod runtime;
+mod transport;
+
+pub use runtime::TokioRuntime;
+pub use transport::{ReqwestTransport, ACCEPT_ENCODING};

@@ -1,0 +1,276 @@
+//! The hyper transport and the async-std runtime against the scripted loopback server.
+//!
+//! Every scenario runs twice: under `smol::block_on` (checking that no tokio runtime exists,
+//! so any accidental use of a tokio reactor would panic) and under `async_std::task::block_on`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tinker_async_std::{AsyncStdRuntime, HyperTransport};
+use tinker_core::io::{
+    AsyncHttp, AsyncResponse, AsyncRuntime, Timeouts, TransportError, TransportErrorKind,
+};
+use tinker_testkit::scripted_http::{refused_addr, Reply, ScriptedHttpServer};
+
+/// Short timeouts so the failure scenarios finish quickly; the assertions are about error kinds.
+const QUICK: Timeouts = Timeouts {
+    connect: Duration::from_secs(2),
+    read: Duration::from_millis(300),
+};
+
+fn get(url: &str) -> http::Request<Bytes> {
+    http::Request::get(url).body(Bytes::new()).unwrap()
+}
+
+async fn read_body(response: &mut AsyncResponse) -> Result<Vec<u8>, TransportError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.body.next_chunk().await {
+        body.extend_from_slice(&chunk?);
+    }
+    Ok(body)
+}
+
+mod scenarios {
+    use super::*;
+
+    pub async fn a_404_is_a_response_with_its_body() {
+        let server = ScriptedHttpServer::start([Reply::new(404)
+            .header("content-type", "application/json")
+            .body(r#"{"detail":"model not found"}"#)]);
+        let transport = HyperTransport::new();
+
+        let mut response = transport
+            .send(get(&server.url("/api/v1/models/x")), Timeouts::default())
+            .await
+            .expect("a 404 is not a transport error");
+
+        assert_eq!(response.head.status, 404);
+        assert_eq!(response.head.headers["content-type"], "application/json");
+        assert_eq!(
+            read_body(&mut response).await.unwrap(),
+            br#"{"detail":"model not found"}"#
+        );
+    }
+
+    pub async fn a_post_arrives_with_its_headers_and_body_intact() {
+        let server = ScriptedHttpServer::start([Reply::new(200).body("{}")]);
+        let transport = HyperTransport::new();
+        let payload = Bytes::from_static(b"\x0a\x03abc\x00\xff binary protobuf");
+        let request = http::Request::post(server.url("/api/v1/forward_backward?x=1"))
+            .header("content-type", "application/x-protobuf")
+            .header("x-api-key", "tml-secret")
+            .header("idempotency-key", "k-1")
+            .body(payload.clone())
+            .unwrap();
+
+        let mut response = transport.send(request, Timeouts::default()).await.unwrap();
+        read_body(&mut response).await.unwrap();
+
+        let recorded = &server.requests()[0];
+        assert_eq!(recorded.method, "POST");
+        assert_eq!(recorded.target, "/api/v1/forward_backward?x=1");
+        assert_eq!(
+            recorded.header("content-type"),
+            Some("application/x-protobuf")
+        );
+        assert_eq!(recorded.header("x-api-key"), Some("tml-secret"));
+        assert_eq!(recorded.header("idempotency-key"), Some("k-1"));
+        assert_eq!(recorded.body, payload);
+    }
+
+    pub async fn the_transport_asks_for_an_uncompressed_body() {
+        let server = ScriptedHttpServer::start([Reply::new(200).body("{}")]);
+        let transport = HyperTransport::new();
+        let request = http::Request::get(server.url("/poll"))
+            .header("accept-encoding", "gzip, deflate, zstd")
+            .body(Bytes::new())
+            .unwrap();
+
+        transport.send(request, Timeouts::default()).await.unwrap();
+
+        assert_eq!(
+            server.requests()[0].header("accept-encoding"),
+            Some(tinker_async_std::ACCEPT_ENCODING)
+        );
+    }
+
+    pub async fn a_body_sent_in_delayed_chunks_arrives_in_order() {
+        let parts = ["data: one\n\n", "data: two\n\n", "data: three\n\n"];
+        let server =
+            ScriptedHttpServer::start([Reply::new(200).chunked(parts, Duration::from_millis(30))]);
+        let transport = HyperTransport::new();
+
+        let mut response = transport
+            .send(get(&server.url("/stream")), Timeouts::default())
+            .await
+            .unwrap();
+        let mut chunks = Vec::new();
+        while let Some(chunk) = response.body.next_chunk().await {
+            chunks.push(chunk.unwrap());
+        }
+
+        assert!(chunks.len() > 1, "the body was streamed, not buffered");
+        assert_eq!(chunks.concat(), parts.concat().as_bytes());
+    }
+
+    pub async fn a_refused_connection_is_a_connect_error() {
+        let addr = refused_addr();
+        let transport = HyperTransport::new();
+
+        let error = transport
+            .send(get(&format!("http://{addr}/")), QUICK)
+            .await
+            .err()
+            .expect("nothing listens there");
+
+        assert_eq!(error.kind, TransportErrorKind::Connect, "{error}");
+    }
+
+    pub async fn a_body_that_stalls_is_a_timeout() {
+        let server = ScriptedHttpServer::start([Reply::new(200).stall_after("{\"par", 100)]);
+        let transport = HyperTransport::new();
+
+        let mut response = transport
+            .send(get(&server.url("/slow")), QUICK)
+            .await
+            .unwrap();
+        let error = read_body(&mut response).await.unwrap_err();
+
+        assert_eq!(error.kind, TransportErrorKind::Timeout, "{error}");
+    }
+
+    pub async fn a_head_that_never_comes_is_a_timeout() {
+        // A listener that never accepts: the kernel completes the handshake and queues the
+        // connection, the request is written, and no byte ever comes back.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let transport = HyperTransport::new();
+
+        let error = transport
+            .send(get(&format!("http://{addr}/")), QUICK)
+            .await
+            .err()
+            .expect("no head ever arrives");
+
+        assert_eq!(error.kind, TransportErrorKind::Timeout, "{error}");
+        drop(listener);
+    }
+
+    pub async fn a_connection_cut_mid_body_is_an_io_error() {
+        let server = ScriptedHttpServer::start([Reply::new(200).cut_after("{\"partial", 1000)]);
+        let transport = HyperTransport::new();
+
+        let mut response = transport
+            .send(get(&server.url("/cut")), Timeouts::default())
+            .await
+            .unwrap();
+        let error = read_body(&mut response).await.unwrap_err();
+
+        assert_eq!(error.kind, TransportErrorKind::Io, "{error}");
+    }
+
+    pub async fn tls_to_a_server_that_does_not_speak_it_is_a_tls_error() {
+        // Also proves the explicit crypto provider is used: no provider is installed
+        // process-wide in this test binary.
+        let server = ScriptedHttpServer::start([]);
+        let transport = HyperTransport::new();
+
+        let error = transport
+            .send(get(&format!("https://{}/", server.addr())), QUICK)
+            .await
+            .err()
+            .expect("the server answers the ClientHello with plain HTTP");
+
+        assert_eq!(error.kind, TransportErrorKind::Tls, "{error}");
+    }
+
+    pub async fn sequential_requests_reuse_one_connection() {
+        let server = ScriptedHttpServer::start([
+            Reply::new(200).body("first"),
+            Reply::new(200).body("second"),
+        ]);
+        let transport = HyperTransport::new();
+
+        for expected in ["first", "second"] {
+            let mut response = transport
+                .send(get(&server.url("/")), Timeouts::default())
+                .await
+                .unwrap();
+            assert_eq!(read_body(&mut response).await.unwrap(), expected.as_bytes());
+            // hyper hands a finished connection back to the pool from its connection task, on
+            // another executor thread; a request issued in the same instant may race it and
+            // open a second connection. Give that hand-back a moment, as real callers do.
+            let runtime = AsyncStdRuntime;
+            runtime
+                .sleep_until(runtime.now() + Duration::from_millis(50))
+                .await;
+        }
+
+        assert_eq!(server.accepted_connections(), 1);
+        assert_eq!(server.requests()[1].connection, 0);
+    }
+
+    pub async fn the_runtime_sleeps_until_a_deadline_and_spawns_tasks() {
+        let runtime = AsyncStdRuntime;
+        let deadline = runtime.now() + Duration::from_millis(20);
+        runtime.sleep_until(deadline).await;
+        assert!(runtime.now() >= deadline);
+
+        let ran = Arc::new(AtomicBool::new(false));
+        let (done_tx, done_rx) = async_std::channel::bounded(1);
+        let flag = ran.clone();
+        runtime.spawn(Box::pin(async move {
+            flag.store(true, Ordering::SeqCst);
+            let _ = done_tx.send(()).await;
+        }));
+        done_rx
+            .recv()
+            .await
+            .expect("the spawned task ran to completion");
+        assert!(ran.load(Ordering::SeqCst));
+    }
+}
+
+/// Instantiates every scenario for both executors.
+macro_rules! on_both_executors {
+    ($($scenario:ident),* $(,)?) => {
+        mod under_smol {
+            $(
+                #[test]
+                fn $scenario() {
+                    smol::block_on(async {
+                        assert!(
+                            tokio::runtime::Handle::try_current().is_err(),
+                            "no tokio runtime may be running"
+                        );
+                        super::scenarios::$scenario().await
+                    })
+                }
+            )*
+        }
+        mod under_async_std {
+            $(
+                #[test]
+                fn $scenario() {
+                    async_std::task::block_on(super::scenarios::$scenario())
+                }
+            )*
+        }
+    };
+}
+
+on_both_executors!(
+    a_404_is_a_response_with_its_body,
+    a_post_arrives_with_its_headers_and_body_intact,
+    the_transport_asks_for_an_uncompressed_body,
+    a_body_sent_in_delayed_chunks_arrives_in_order,
+    a_refused_connection_is_a_connect_error,
+    a_body_that_stalls_is_a_timeout,
+    a_head_that_never_comes_is_a_timeout,
+    a_connection_cut_mid_body_is_an_io_error,
+    tls_to_a_server_that_does_not_speak_it_is_a_tls_error,
+    sequential_requests_reuse_one_connection,
+    the_runtime_sleeps_until_a_deadline_and_spawns_tasks,
+);

@@ -1,0 +1,238 @@
+//! The ureq transport and the system clock against the scripted loopback server.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tinker_blocking::{transport_error_of, SystemClock, UreqTransport};
+use tinker_core::io::{
+    BlockingClock, BlockingHttp, BlockingResponse, Timeouts, TransportError, TransportErrorKind,
+};
+use tinker_testkit::scripted_http::{refused_addr, Reply, ScriptedHttpServer};
+
+/// Short timeouts so the failure scenarios finish quickly; the assertions are about error kinds.
+const QUICK: Timeouts = Timeouts {
+    connect: Duration::from_secs(2),
+    read: Duration::from_millis(300),
+};
+
+fn get(url: &str) -> http::Request<Bytes> {
+    http::Request::get(url).body(Bytes::new()).unwrap()
+}
+
+/// Reads the whole body; a read error must carry the transport's error.
+fn read_body(response: &mut BlockingResponse) -> Result<Vec<u8>, TransportError> {
+    let mut body = Vec::new();
+    match response.body.read_to_end(&mut body) {
+        Ok(_) => Ok(body),
+        Err(e) => Err(transport_error_of(&e)
+            .unwrap_or_else(|| panic!("a body read error without a transport error: {e}"))
+            .clone()),
+    }
+}
+
+#[test]
+fn a_404_is_a_response_with_its_body() {
+    let server = ScriptedHttpServer::start([Reply::new(404)
+        .header("content-type", "application/json")
+        .body(r#"{"detail":"model not found"}"#)]);
+    let transport = UreqTransport::new();
+
+    let mut response = transport
+        .send(get(&server.url("/api/v1/models/x")), Timeouts::default())
+        .expect("a 404 is not a transport error");
+
+    assert_eq!(response.head.status, 404);
+    assert_eq!(response.head.headers["content-type"], "application/json");
+    assert_eq!(
+        read_body(&mut response).unwrap(),
+        br#"{"detail":"model not found"}"#
+    );
+}
+
+#[test]
+fn a_post_arrives_with_its_headers_and_body_intact() {
+    let server = ScriptedHttpServer::start([Reply::new(200).body("{}")]);
+    let transport = UreqTransport::new();
+    let payload = Bytes::from_static(b"\x0a\x03abc\x00\xff binary protobuf");
+    let request = http::Request::post(server.url("/api/v1/forward_backward?x=1"))
+        .header("content-type", "application/x-protobuf")
+        .header("x-api-key", "tml-secret")
+        .header("idempotency-key", "k-1")
+        .body(payload.clone())
+        .unwrap();
+
+    let mut response = transport.send(request, Timeouts::default()).unwrap();
+    read_body(&mut response).unwrap();
+
+    let recorded = &server.requests()[0];
+    assert_eq!(recorded.method, "POST");
+    assert_eq!(recorded.target, "/api/v1/forward_backward?x=1");
+    assert_eq!(
+        recorded.header("content-type"),
+        Some("application/x-protobuf")
+    );
+    assert_eq!(recorded.header("x-api-key"), Some("tml-secret"));
+    assert_eq!(recorded.header("idempotency-key"), Some("k-1"));
+    assert_eq!(recorded.body, payload);
+}
+
+#[test]
+fn a_get_carries_no_body_headers() {
+    let server = ScriptedHttpServer::start([Reply::new(200)]);
+    let transport = UreqTransport::new();
+
+    let mut response = transport
+        .send(get(&server.url("/api/v1/healthz")), Timeouts::default())
+        .unwrap();
+    read_body(&mut response).unwrap();
+
+    let recorded = &server.requests()[0];
+    assert_eq!(recorded.method, "GET");
+    assert_eq!(recorded.header("content-length"), None);
+    assert_eq!(recorded.header("content-type"), None);
+}
+
+#[test]
+fn the_transport_advertises_only_the_encodings_it_decodes_and_decodes_them() {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"{\"type\":\"try_again\"}").unwrap();
+    let server = ScriptedHttpServer::start([Reply::new(200)
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())]);
+    let transport = UreqTransport::new();
+    let request = http::Request::get(server.url("/poll"))
+        .header("accept-encoding", "gzip, deflate, zstd")
+        .body(Bytes::new())
+        .unwrap();
+
+    let mut response = transport.send(request, Timeouts::default()).unwrap();
+
+    assert_eq!(
+        server.requests()[0].header("accept-encoding"),
+        Some(tinker_blocking::ACCEPT_ENCODING)
+    );
+    assert!(response.head.headers.get("content-encoding").is_none());
+    assert_eq!(
+        read_body(&mut response).unwrap(),
+        b"{\"type\":\"try_again\"}"
+    );
+}
+
+#[test]
+fn a_body_sent_in_delayed_chunks_arrives_in_order() {
+    let parts = ["data: one\n\n", "data: two\n\n", "data: three\n\n"];
+    let server =
+        ScriptedHttpServer::start([Reply::new(200).chunked(parts, Duration::from_millis(30))]);
+    let transport = UreqTransport::new();
+
+    let mut response = transport
+        .send(get(&server.url("/stream")), Timeouts::default())
+        .unwrap();
+    // The first read returns as soon as the first chunk is there, not when the body is complete.
+    let mut first = [0u8; 64];
+    let n = response.body.read(&mut first).unwrap();
+    let mut body = first[..n].to_vec();
+    body.extend(read_body(&mut response).unwrap());
+
+    assert!(
+        n < parts.concat().len(),
+        "the body was streamed, not buffered"
+    );
+    assert_eq!(body, parts.concat().as_bytes());
+}
+
+#[test]
+fn a_refused_connection_is_a_connect_error() {
+    let addr = refused_addr();
+    let transport = UreqTransport::new();
+
+    let error = transport
+        .send(get(&format!("http://{addr}/")), QUICK)
+        .err()
+        .expect("nothing listens there");
+
+    assert_eq!(error.kind, TransportErrorKind::Connect, "{error}");
+}
+
+#[test]
+fn a_body_that_stalls_is_a_timeout() {
+    let server = ScriptedHttpServer::start([Reply::new(200).stall_after("{\"par", 100)]);
+    let transport = UreqTransport::new();
+
+    let mut response = transport.send(get(&server.url("/slow")), QUICK).unwrap();
+    let error = read_body(&mut response).unwrap_err();
+
+    assert_eq!(error.kind, TransportErrorKind::Timeout, "{error}");
+}
+
+#[test]
+fn a_head_that_never_comes_is_a_timeout() {
+    // A listener that never accepts: the kernel completes the handshake and queues the
+    // connection, the request is written, and no byte ever comes back.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let transport = UreqTransport::new();
+
+    let error = transport
+        .send(get(&format!("http://{addr}/")), QUICK)
+        .err()
+        .expect("no head ever arrives");
+
+    assert_eq!(error.kind, TransportErrorKind::Timeout, "{error}");
+    drop(listener);
+}
+
+#[test]
+fn a_connection_cut_mid_body_is_an_io_error() {
+    let server = ScriptedHttpServer::start([Reply::new(200).cut_after("{\"partial", 1000)]);
+    let transport = UreqTransport::new();
+
+    let mut response = transport
+        .send(get(&server.url("/cut")), Timeouts::default())
+        .unwrap();
+    let error = read_body(&mut response).unwrap_err();
+
+    assert_eq!(error.kind, TransportErrorKind::Io, "{error}");
+}
+
+#[test]
+fn tls_to_a_server_that_does_not_speak_it_is_a_tls_error() {
+    // Also proves the explicit crypto provider is used: no provider is installed process-wide
+    // in this test binary.
+    let server = ScriptedHttpServer::start([]);
+    let transport = UreqTransport::new();
+
+    let error = transport
+        .send(get(&format!("https://{}/", server.addr())), QUICK)
+        .err()
+        .expect("the server answers the ClientHello with plain HTTP");
+
+    assert_eq!(error.kind, TransportErrorKind::Tls, "{error}");
+}
+
+#[test]
+fn sequential_requests_reuse_one_connection() {
+    let server = ScriptedHttpServer::start([
+        Reply::new(200).body("first"),
+        Reply::new(200).body("second"),
+    ]);
+    let transport = UreqTransport::new();
+
+    for expected in ["first", "second"] {
+        let mut response = transport
+            .send(get(&server.url("/")), Timeouts::default())
+            .unwrap();
+        assert_eq!(read_body(&mut response).unwrap(), expected.as_bytes());
+    }
+
+    assert_eq!(server.accepted_connections(), 1);
+    assert_eq!(server.requests()[1].connection, 0);
+}
+
+#[test]
+fn the_clock_sleeps_until_a_deadline() {
+    let deadline = SystemClock.now() + Duration::from_millis(20);
+    SystemClock.sleep_until(deadline);
+    assert!(SystemClock.now() >= deadline);
+}
