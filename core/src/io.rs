@@ -142,4 +142,11 @@ pub trait BlockingClock: Send + Sync + 'static {
     fn now(&self) -> Instant;
     /// Blocks the calling thread until `deadline`.
     fn sleep_until(&self, deadline: Instant);
+
+    /// How long a thread should block in real time to wait `duration` of this clock's time
+    /// while also watching for other threads (a condition variable wait). A real clock returns
+    /// `duration`; a virtual clock returns zero and is advanced by [`BlockingClock::sleep_until`].
+    fn real_wait(&self, duration: Duration) -> Duration {
+        duration
+    }
 }

@@ -1,0 +1,882 @@
+//! The [`Call`] state machine.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::{
+    AttemptId, BlockReason, CallOptions, CallResult, Event, FuturePayload, Gates, Machine, Output,
+    Submission, Transmit, Wait,
+};
+use crate::endpoints::{
+    bare_uuid, idempotency_key, status_error, AttemptHeaders, EndpointId, EndpointSpec,
+    IdempotencyRule, Reply, RetrieveFuture,
+};
+use crate::error::{Error, Result, StatusError};
+use crate::flow::{BytePermit, DispatchEntry, DispatchProgress};
+use crate::io::{Timeouts, TransportError};
+use crate::ledger::Ledger;
+use crate::retry::holder_layer::{HolderDecision, HolderRetry};
+use crate::retry::http_layer::{self, HttpDecision};
+use crate::retry::poll::{PollAction, PollErrors, PollFatal};
+use crate::retry::{BillingVerdict, ClientKind, DelaySource, Failure, QueueState};
+use crate::types::{FutureReply, RetrieveFutureRequest, TryAgainResponse, UntypedFuture};
+
+/// The read timeout of one `retrieve_future` poll (7.1).
+const POLL_READ_TIMEOUT: Duration = Duration::from_secs(45);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// POST the submitting request.
+    Submit,
+    /// Re-POST a sample the server pushed back (429): wait for the holder-wide back-off first.
+    Resend,
+    /// POST `retrieve_future`.
+    Poll,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Passing the shared-state gates.
+    Gates,
+    /// Send the next attempt of this step now.
+    Ready(Step),
+    /// An attempt is out.
+    InFlight(AttemptId, Step),
+    /// Back-off: nothing before the instant.
+    Sleeping(Instant, Step),
+    /// Reserving a metadata-only payload's bytes from the inflight budget (7.4).
+    Reserve(u64),
+    /// Result handed out (or about to be).
+    Finished,
+}
+
+#[derive(Debug)]
+enum Input {
+    Response(http::response::Parts, Bytes),
+    Transport(TransportError),
+}
+
+/// What the call holds from the ledger, refunded exactly once.
+#[derive(Debug, Default)]
+struct Held {
+    turn: bool,
+    fwdbwd: Option<BytePermit>,
+    dispatch: Option<DispatchEntry>,
+    inflight: Option<BytePermit>,
+}
+
+/// One logical call: submit → retries → (server future → polls) → raw result.
+///
+/// Built by the operations of [`crate::ops`]; most users never touch it. It implements
+/// [`Machine`]: drain [`Machine::poll_output`], perform transmits, feed their outcomes back.
+///
+/// Retry layers come from the endpoint table ([`crate::endpoints::ENDPOINTS`]): layer H (same
+/// idempotency key, `x-stainless-retry-count` = k, `Retry-After`, `x-should-retry`), the
+/// connection pool's empty-400 rule, layer X (new key, 300 s), the 402 billing pause, the
+/// `asample` back-pressure loop and the shared retry budget. Futures are polled by the rules of
+/// protocol.md 7.2-7.5.
+///
+/// ```
+/// use std::time::Instant;
+/// use tinker_core::call::{Call, CallOptions, Gates, Machine, Output};
+/// use tinker_core::endpoints::RequestContext;
+/// use tinker_core::ledger::Ledger;
+/// use tinker_core::settings::ApiKey;
+/// use tinker_core::types::GetInfoRequest;
+///
+/// let ctx = RequestContext::new("http://127.0.0.1:8000", ApiKey::new("tml-test-key-0001").unwrap()).unwrap();
+/// let mut ledger = Ledger::new(ctx, 7);
+/// # #[allow(clippy::disallowed_methods)]
+/// let now = Instant::now();
+/// let mut call = Call::new(&mut ledger, GetInfoRequest::new("sess:train:0"), CallOptions::default(), Gates::default()).unwrap();
+/// let Output::Transmit(t) = call.poll_output(&mut ledger, now) else { panic!() };
+/// assert_eq!(t.request.uri().path(), "/api/v1/get_info");
+/// let head = http::Response::builder().status(200).body(()).unwrap().into_parts().0;
+/// call.handle_response(t.attempt, head, r#"{"model_id":"m","model_data":{}}"#.into(), now);
+/// assert!(matches!(call.poll_output(&mut ledger, now), Output::Done(Ok(_))));
+/// ```
+#[derive(Debug)]
+pub struct Call {
+    submission: Box<dyn Submission>,
+    spec: &'static EndpointSpec,
+    pub(super) opts: CallOptions,
+    gates: Gates,
+    held: Held,
+    started: Option<Instant>,
+    submit_started: Option<Instant>,
+    key: Option<String>,
+    http_retries: u32,
+    attempts: u32,
+    holder: Option<HolderRetry>,
+    future: Option<UntypedFuture>,
+    poll_last: Option<RetrieveFuture>,
+    allow_metadata_only: bool,
+    poll_errors: PollErrors,
+    stage: Stage,
+    input: Option<(AttemptId, Input)>,
+    events: VecDeque<Event>,
+    result: Option<Result<CallResult>>,
+    done: bool,
+    failure: Option<Failure>,
+    last_queue_state: Option<String>,
+}
+
+impl std::fmt::Debug for dyn Submission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.spec().method.as_str(), self.spec().path)
+    }
+}
+
+impl Call {
+    /// A call of `request`, passing `gates` before its first POST. Validates the request now:
+    /// invalid input is an error before anything is sent.
+    pub fn new<S: Submission + 'static>(
+        ledger: &mut Ledger,
+        request: S,
+        opts: CallOptions,
+        gates: Gates,
+    ) -> Result<Call> {
+        Call::from_boxed(ledger, Box::new(request), opts, gates)
+    }
+
+    /// Same, with an already boxed request.
+    pub fn from_boxed(
+        ledger: &mut Ledger,
+        submission: Box<dyn Submission>,
+        opts: CallOptions,
+        gates: Gates,
+    ) -> Result<Call> {
+        submission.check()?;
+        let spec = submission.spec();
+        let key = new_key(ledger, spec.idempotency);
+        Ok(Call {
+            held: Held {
+                turn: gates.turn.is_some(),
+                ..Held::default()
+            },
+            submission,
+            spec,
+            opts,
+            gates,
+            started: None,
+            submit_started: None,
+            key,
+            http_retries: 0,
+            attempts: 0,
+            holder: None,
+            future: None,
+            poll_last: None,
+            allow_metadata_only: true,
+            poll_errors: PollErrors::default(),
+            stage: Stage::Gates,
+            input: None,
+            events: VecDeque::new(),
+            result: None,
+            done: false,
+            failure: None,
+            last_queue_state: None,
+        })
+    }
+
+    /// The endpoint being called.
+    pub fn endpoint(&self) -> &'static EndpointSpec {
+        self.spec
+    }
+
+    /// The server future's request id, once submitted.
+    pub fn request_id(&self) -> Option<&str> {
+        self.future.as_ref().map(|f| f.request_id.as_str())
+    }
+
+    /// How the last attempt failed, as the retry layers classify it (after an error result:
+    /// what layer R decides on). `None` for errors no layer could retry (timeouts, decoding).
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure
+    }
+
+    /// HTTP attempts sent so far (submits and polls).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    fn label(&self) -> &'static str {
+        self.spec.path.trim_start_matches("/api/v1/")
+    }
+
+    fn finish(&mut self, ledger: &mut Ledger, result: Result<CallResult>) {
+        self.release_all(ledger);
+        self.stage = Stage::Finished;
+        self.result = Some(result);
+    }
+
+    /// Refunds what the submission holds (turn, dispatch gates): its POST is over.
+    fn release_submission(&mut self, ledger: &mut Ledger) {
+        if self.held.turn {
+            self.held.turn = false;
+            if let Some(slot) = &self.gates.turn {
+                ledger.finish_chunk(slot);
+            }
+        }
+        if let Some(p) = self.held.fwdbwd.take() {
+            ledger.release_fwdbwd_bytes(p);
+        }
+        if let Some(e) = self.held.dispatch.take() {
+            ledger.sampling_dispatch().release(e);
+            ledger.bump();
+        }
+    }
+
+    fn release_all(&mut self, ledger: &mut Ledger) {
+        self.release_submission(ledger);
+        if let Some(p) = self.held.inflight.take() {
+            ledger.release_inflight_bytes(p);
+        }
+    }
+
+    fn timeout_error(&self, now: Instant) -> Error {
+        let waiting_for = if self.future.is_some() {
+            format!("the result of {}", self.label())
+        } else {
+            format!("the submission of {}", self.label())
+        };
+        Error::Timeout {
+            waiting_for,
+            request_id: self.request_id().map(str::to_owned),
+            queue_state: self.last_queue_state.clone(),
+            elapsed: self
+                .started
+                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s)),
+        }
+    }
+
+    /// Passes the gates in order: turn, forward/backward bytes, sampling dispatch.
+    fn pass_gates(&mut self, ledger: &mut Ledger, now: Instant) -> Option<BlockReason> {
+        if let Some(slot) = &self.gates.turn {
+            if !ledger.may_submit(slot) {
+                return Some(BlockReason::Turn);
+            }
+        }
+        if let Some(bytes) = self.gates.fwdbwd_bytes {
+            if self.held.fwdbwd.is_none() {
+                match ledger.acquire_fwdbwd_bytes(bytes) {
+                    Some(p) => self.held.fwdbwd = Some(p),
+                    None => return Some(BlockReason::FwdBwdBytes),
+                }
+            }
+        }
+        if let Some(estimate) = self.gates.sampling_estimate {
+            let dispatch = ledger.sampling_dispatch();
+            let entry = self
+                .held
+                .dispatch
+                .get_or_insert_with(|| dispatch.begin(estimate, now));
+            if let DispatchProgress::Waiting(_) = dispatch.advance(entry) {
+                return Some(BlockReason::SamplingDispatch);
+            }
+        }
+        None
+    }
+
+    fn transmit(&mut self, ledger: &mut Ledger, step: Step, now: Instant) -> Output<CallResult> {
+        let attempt = AttemptId(ledger.next_id());
+        let connect = self.opts.connect_timeout.unwrap_or(Duration::from_secs(5));
+        let built = match step {
+            Step::Submit | Step::Resend => {
+                self.submit_started.get_or_insert(now);
+                let headers = AttemptHeaders {
+                    idempotency_key: self.key.clone(),
+                    retry_count: self.http_retries,
+                    sdk_method: self.opts.sdk_method.clone(),
+                };
+                self.submission
+                    .build_attempt(ledger.context(), &headers)
+                    .map(|r| (r, self.submission.read_timeout_duration()))
+            }
+            Step::Poll => {
+                let next = self.next_poll(now);
+                let headers = AttemptHeaders {
+                    idempotency_key: new_key(ledger, IdempotencyRule::PerAttemptChain),
+                    retry_count: 0,
+                    sdk_method: self.opts.sdk_method.clone(),
+                };
+                let built = ledger.context().build(&next, &headers);
+                self.poll_last = Some(next);
+                built.map(|r| (r, POLL_READ_TIMEOUT))
+            }
+        };
+        match built {
+            Ok((request, read)) => {
+                self.attempts += 1;
+                self.stage = Stage::InFlight(attempt, step);
+                Output::Transmit(Transmit {
+                    attempt,
+                    request,
+                    timeouts: Timeouts { connect, read },
+                })
+            }
+            Err(e) => {
+                self.finish(ledger, Err(e));
+                self.poll_output(ledger, now)
+            }
+        }
+    }
+
+    fn next_poll(&self, now: Instant) -> RetrieveFuture {
+        if let Some(last) = &self.poll_last {
+            return last.next(self.allow_metadata_only);
+        }
+        let request_id = self
+            .future
+            .as_ref()
+            .map(|f| f.request_id.clone())
+            .unwrap_or_default();
+        let roundtrip = self
+            .submit_started
+            .map_or(0.0, |s| now.saturating_duration_since(s).as_secs_f64());
+        RetrieveFuture {
+            body: RetrieveFutureRequest {
+                request_id,
+                allow_metadata_only: true,
+            },
+            request_type: self.submission.result_type(),
+            iteration: 0,
+            create_roundtrip_secs: Some(roundtrip),
+        }
+    }
+
+    fn queue_client(&self) -> (ClientKind, String) {
+        self.opts
+            .queue_client
+            .clone()
+            .unwrap_or((ClientKind::Training, self.label().to_owned()))
+    }
+
+    fn observe_queue(
+        &mut self,
+        ledger: &mut Ledger,
+        state: QueueState,
+        reason: Option<&str>,
+        now: Instant,
+    ) {
+        let (kind, id) = self.queue_client();
+        let obs = ledger.queue_state(kind, &id).observe(state, reason, now);
+        let shown = match reason.filter(|r| !r.is_empty()) {
+            Some(r) => format!("{} ({r})", state.name()),
+            None => state.name().to_owned(),
+        };
+        self.last_queue_state = Some(shown);
+        if obs.changed.is_some() || obs.log.is_some() {
+            let (state, reason) = match obs.changed {
+                Some(c) => (c.state, c.reason),
+                None => (state, reason.map(str::to_owned)),
+            };
+            self.events.push_back(Event::QueueState {
+                state,
+                reason,
+                log: obs.log,
+            });
+        }
+    }
+
+    fn result_arrived(&mut self, ledger: &mut Ledger, now: Instant) {
+        let (kind, id) = self.queue_client();
+        if let Some(change) = ledger.queue_state(kind, &id).on_result(now) {
+            self.events.push_back(Event::QueueState {
+                state: change.state,
+                reason: change.reason,
+                log: None,
+            });
+        }
+    }
+
+    // ------------------------------------------------------------------ submit outcomes
+
+    fn on_submit_input(&mut self, ledger: &mut Ledger, input: Input, now: Instant) {
+        let (status, headers, body) = match input {
+            Input::Response(parts, body) => (Some(parts.status.as_u16()), parts.headers, body),
+            Input::Transport(e) => {
+                return self.on_submit_failure(
+                    ledger,
+                    None,
+                    HeaderMap::new(),
+                    Bytes::new(),
+                    Some(e),
+                    now,
+                )
+            }
+        };
+        let status = status.unwrap_or(0);
+        if !(200..300).contains(&status) {
+            return self.on_submit_failure(ledger, Some(status), headers, body, None, now);
+        }
+        ledger.proxy_credits().on_success();
+        ledger.retry_budget().on_success();
+        match self.spec.reply {
+            Reply::Future(_) => match crate::endpoints::decode_json::<UntypedFuture>(&body) {
+                Ok(future) => {
+                    self.release_submission(ledger);
+                    self.events.push_back(Event::Submitted {
+                        request_id: future.request_id.clone(),
+                    });
+                    self.future = Some(future);
+                    self.stage = Stage::Ready(Step::Poll);
+                }
+                Err(e) => self.finish(ledger, Err(e)),
+            },
+            _ => self.finish(
+                ledger,
+                Ok(CallResult::Direct {
+                    status,
+                    headers,
+                    body,
+                }),
+            ),
+        }
+    }
+
+    fn on_submit_failure(
+        &mut self,
+        ledger: &mut Ledger,
+        status: Option<u16>,
+        headers: HeaderMap,
+        body: Bytes,
+        transport: Option<TransportError>,
+        now: Instant,
+    ) {
+        let raw = match (&transport, status) {
+            (Some(e), _) => Failure::Transport(e.kind),
+            (None, Some(s)) => Failure::Status(s),
+            (None, None) => Failure::Permanent,
+        };
+        // Layer H: the same request again, same key, retry count k + 1.
+        if self.spec.retries.http {
+            let attempt = match (&transport, status) {
+                (Some(e), _) => http_layer::Attempt::Transport(e.kind),
+                (None, s) => http_layer::Attempt::Response {
+                    status: s.unwrap_or(0),
+                    headers: &headers,
+                },
+            };
+            let draw = ledger.rng().next_f64();
+            let wall = ledger.wall_time(now);
+            if let HttpDecision::Retry(plan) = http_layer::decide(
+                attempt,
+                self.http_retries,
+                http_layer::DEFAULT_MAX_RETRIES,
+                wall,
+                draw,
+            ) {
+                if ledger.retry_budget().try_spend(raw) {
+                    self.http_retries += 1;
+                    self.schedule_retry(plan.delay, Step::Submit, raw, now);
+                    return;
+                }
+            }
+        }
+        // The connection pool turns an empty-bodied 400 into a connection error (8.7).
+        let failure = match status {
+            Some(s) if transport.is_none() => {
+                Failure::from_response(s, &headers, body.is_empty(), ledger.proxy_credits())
+                    .unwrap_or(raw)
+            }
+            _ => raw,
+        };
+        self.failure = Some(failure);
+        // asample back-pressure (8.5): 429, or 402 inside the billing window.
+        if let Some(estimate) = self.gates.sampling_estimate {
+            let pushed_back = match failure {
+                Failure::Status(429) => true,
+                Failure::Status(402) => match ledger.billing().on_402(now) {
+                    BillingVerdict::Pause { .. } => true,
+                    BillingVerdict::GiveUp => false,
+                },
+                _ => false,
+            };
+            if pushed_back {
+                ledger.sampling_dispatch().on_rejected(estimate, now);
+                ledger.bump();
+                self.key = new_key(ledger, self.spec.idempotency);
+                self.http_retries = 0;
+                let wait = ledger
+                    .sampling_dispatch_state()
+                    .resend_wait(now)
+                    .unwrap_or(Duration::ZERO);
+                self.schedule_retry(wait, Step::Resend, failure, now);
+                return;
+            }
+        }
+        // Layer X: a new request (new key) until 300 s have passed; 402 pauses.
+        if self.spec.retries.holder {
+            let start = self.submit_started.unwrap_or(now);
+            let holder = self.holder.get_or_insert_with(|| HolderRetry::new(start));
+            let draw = ledger.rng().next_f64();
+            if let HolderDecision::Retry(plan) =
+                holder.on_failure(failure, now, ledger.billing(), draw)
+            {
+                let allowed = plan.source == DelaySource::BillingPause
+                    || ledger.retry_budget().try_spend(failure);
+                if allowed {
+                    if plan.source == DelaySource::BillingPause {
+                        self.events.push_back(Event::BillingPaused);
+                    }
+                    if self.spec.idempotency != IdempotencyRule::FixedBareUuid {
+                        self.key = new_key(ledger, self.spec.idempotency);
+                    }
+                    self.http_retries = 0;
+                    self.schedule_retry(plan.delay, Step::Submit, failure, now);
+                    return;
+                }
+            }
+        }
+        let error = match (transport, status) {
+            (Some(e), _) => Error::Transport {
+                endpoint: self.submission.rendered_path(ledger.context()),
+                message: e.message,
+                attempts: self.attempts,
+            },
+            (None, Some(s)) => self.status_error(ledger, s, &headers, &body),
+            (None, None) => Error::Closed("no response".into()),
+        };
+        self.finish(ledger, Err(error));
+    }
+
+    fn schedule_retry(&mut self, delay: Duration, step: Step, failure: Failure, now: Instant) {
+        self.events.push_back(Event::Retrying {
+            endpoint: self.spec.path,
+            attempt: self.attempts,
+            delay,
+            reason: describe(failure),
+        });
+        self.stage = Stage::Sleeping(now + delay, step);
+    }
+
+    fn status_error(
+        &self,
+        ledger: &Ledger,
+        status: u16,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Error {
+        let mut e = status_error(
+            &self.submission.rendered_path(ledger.context()),
+            status,
+            headers,
+            body,
+        );
+        if let Error::Status(s) = &mut e {
+            let s: &mut StatusError = s;
+            s.attempts = self.attempts;
+            s.request_id = self.request_id().map(str::to_owned);
+        }
+        e
+    }
+
+    // ------------------------------------------------------------------ poll outcomes
+
+    fn on_poll_input(&mut self, ledger: &mut Ledger, input: Input, now: Instant) {
+        let request_id = self.request_id().unwrap_or_default().to_owned();
+        let (parts, body) = match input {
+            Input::Response(parts, body) => (Some(parts), body),
+            Input::Transport(e) => {
+                let f = Failure::Transport(e.kind);
+                return self.on_poll_failure(ledger, f, None, Bytes::new(), now);
+            }
+        };
+        let Some(parts) = parts else { return };
+        let status = parts.status.as_u16();
+        if !(200..300).contains(&status) {
+            let failure = Failure::from_response(
+                status,
+                &parts.headers,
+                body.is_empty(),
+                ledger.proxy_credits(),
+            )
+            .unwrap_or(Failure::Status(status));
+            return self.on_poll_failure(ledger, failure, Some(&parts.headers), body, now);
+        }
+        ledger.proxy_credits().on_success();
+        ledger.retry_budget().on_success();
+        self.poll_errors.on_complete();
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        match FutureReply::classify(content_type, &body) {
+            Err(e) => {
+                self.failure = None;
+                self.finish(ledger, Err(e));
+            }
+            Ok(FutureReply::TryAgain(t)) => {
+                self.observe_queue(
+                    ledger,
+                    t.queue_state(),
+                    t.queue_state_reason.as_deref(),
+                    now,
+                );
+                self.stage = Stage::Ready(Step::Poll);
+            }
+            Ok(FutureReply::MetadataOnly {
+                response_payload_size,
+            }) => {
+                if !self.allow_metadata_only {
+                    self.finish(
+                        ledger,
+                        Err(Error::decode(
+                            "retrieve_future reply",
+                            format!("a second metadata-only reply for {request_id} after allow_metadata_only=false"),
+                        )),
+                    );
+                } else {
+                    self.allow_metadata_only = false;
+                    self.stage = Stage::Reserve(response_payload_size);
+                }
+            }
+            Ok(FutureReply::Failed(f)) => {
+                self.result_arrived(ledger, now);
+                self.failure = Some(Failure::RequestFailed);
+                self.finish(ledger, Err(f.into_error(&request_id)));
+            }
+            Ok(FutureReply::Protobuf(bytes)) => {
+                self.result_arrived(ledger, now);
+                let future = self
+                    .future
+                    .clone()
+                    .unwrap_or_else(|| empty_future(&request_id));
+                self.finish(
+                    ledger,
+                    Ok(CallResult::Future {
+                        future,
+                        payload: FuturePayload::Protobuf(bytes),
+                    }),
+                );
+            }
+            Ok(FutureReply::Json(value)) => {
+                self.result_arrived(ledger, now);
+                if self
+                    .submission
+                    .result_type()
+                    .is_some_and(|t| t.result_is_protobuf())
+                {
+                    self.failure = None;
+                    return self.finish(
+                        ledger,
+                        Err(Error::decode(
+                            "retrieve_future reply",
+                            format!("a JSON result for {request_id} where protobuf was expected: the server predates proto response serialization"),
+                        )),
+                    );
+                }
+                let future = self
+                    .future
+                    .clone()
+                    .unwrap_or_else(|| empty_future(&request_id));
+                self.finish(
+                    ledger,
+                    Ok(CallResult::Future {
+                        future,
+                        payload: FuturePayload::Json(value),
+                    }),
+                );
+            }
+        }
+    }
+
+    fn on_poll_failure(
+        &mut self,
+        ledger: &mut Ledger,
+        failure: Failure,
+        headers: Option<&HeaderMap>,
+        body: Bytes,
+        now: Instant,
+    ) {
+        let action = self.poll_errors.on_failure(failure, now, ledger.billing());
+        match action {
+            PollAction::TryAgain => {
+                // A 408 carries a try-again body with the queue state.
+                let parsed: Option<TryAgainResponse> = serde_json::from_slice(&body).ok();
+                let (state, reason) = parsed
+                    .map(|t| (t.queue_state(), t.queue_state_reason))
+                    .unwrap_or((QueueState::Unknown, None));
+                self.observe_queue(ledger, state, reason.as_deref(), now);
+                self.stage = Stage::Ready(Step::Poll);
+            }
+            PollAction::PollNow => self.stage = Stage::Ready(Step::Poll),
+            PollAction::PollAfter(d) => self.schedule_retry(d, Step::Poll, failure, now),
+            PollAction::BillingPause { sleep, log_now } => {
+                if log_now {
+                    self.events.push_back(Event::BillingPaused);
+                }
+                self.stage = Stage::Sleeping(now + sleep, Step::Poll);
+            }
+            PollAction::Expired => {
+                self.failure = Some(Failure::FutureExpired);
+                let headers = headers.cloned().unwrap_or_default();
+                let e = self.status_error(ledger, 410, &headers, &body);
+                self.finish(ledger, Err(e));
+            }
+            PollAction::Fatal(fatal) => {
+                self.failure = Some(failure);
+                let headers = headers.cloned().unwrap_or_default();
+                let e = match (fatal, failure) {
+                    (_, Failure::Status(s)) => self.status_error(ledger, s, &headers, &body),
+                    (PollFatal::BadRequest, _) => self.status_error(ledger, 400, &headers, &body),
+                    _ => Error::decode("retrieve_future reply", describe(failure)),
+                };
+                self.finish(ledger, Err(e));
+            }
+        }
+    }
+}
+
+impl Machine for Call {
+    type Output = CallResult;
+
+    fn poll_output(&mut self, ledger: &mut Ledger, now: Instant) -> Output<CallResult> {
+        if let Some(event) = self.events.pop_front() {
+            return Output::Event(event);
+        }
+        if self.done {
+            return Output::Done(Err(Error::Closed(format!(
+                "the {} call already finished",
+                self.label()
+            ))));
+        }
+        if let Some(result) = self.result.take() {
+            self.done = true;
+            return Output::Done(result);
+        }
+        self.started.get_or_insert(now);
+        if self.opts.deadline.is_some_and(|d| now >= d) && self.stage != Stage::Finished {
+            let e = self.timeout_error(now);
+            self.failure = None;
+            if let Some(id) = self.request_id() {
+                if self.spec.id == EndpointId::ASample {
+                    ledger.record_abandoned_future(id.to_owned());
+                }
+            }
+            self.finish(ledger, Err(e));
+            return self.poll_output(ledger, now);
+        }
+        if let Some((attempt, input)) = self.input.take() {
+            match self.stage {
+                Stage::InFlight(expected, step) if expected == attempt => match step {
+                    Step::Submit | Step::Resend => self.on_submit_input(ledger, input, now),
+                    Step::Poll => self.on_poll_input(ledger, input, now),
+                },
+                _ => {} // a stale attempt (after a timeout or cancel): ignore it
+            }
+            return self.poll_output(ledger, now);
+        }
+        let deadline = self.opts.deadline;
+        match self.stage {
+            Stage::Gates => match self.pass_gates(ledger, now) {
+                Some(reason) => {
+                    Output::Wait(Wait::blocked(reason, ledger.generation()).or_deadline(deadline))
+                }
+                None => {
+                    self.stage = Stage::Ready(Step::Submit);
+                    self.poll_output(ledger, now)
+                }
+            },
+            Stage::Ready(step) => self.transmit(ledger, step, now),
+            Stage::InFlight(..) => Output::Wait(Wait::responses().or_deadline(deadline)),
+            Stage::Sleeping(until, _) if now < until => {
+                Output::Wait(Wait::until(until).or_deadline(deadline))
+            }
+            Stage::Sleeping(_, Step::Resend) => {
+                match ledger.sampling_dispatch_state().resend_wait(now) {
+                    Some(d) => {
+                        self.stage = Stage::Sleeping(now + d, Step::Resend);
+                        Output::Wait(Wait::until(now + d).or_deadline(deadline))
+                    }
+                    None => self.transmit(ledger, Step::Resend, now),
+                }
+            }
+            Stage::Sleeping(_, step) => self.transmit(ledger, step, now),
+            Stage::Reserve(bytes) => match ledger.acquire_inflight_bytes(bytes) {
+                Some(p) => {
+                    self.held.inflight = Some(p);
+                    self.transmit(ledger, Step::Poll, now)
+                }
+                None => Output::Wait(
+                    Wait::blocked(BlockReason::InflightBytes, ledger.generation())
+                        .or_deadline(deadline),
+                ),
+            },
+            Stage::Finished => {
+                // finish() always leaves a result; reaching here means it was taken above.
+                self.done = true;
+                Output::Done(Err(Error::Closed("call finished".into())))
+            }
+        }
+    }
+
+    fn handle_response(
+        &mut self,
+        attempt: AttemptId,
+        head: http::response::Parts,
+        body: Bytes,
+        _now: Instant,
+    ) {
+        if matches!(self.stage, Stage::InFlight(a, _) if a == attempt) {
+            self.input = Some((attempt, Input::Response(head, body)));
+        }
+    }
+
+    fn handle_transport_error(&mut self, attempt: AttemptId, error: TransportError, _now: Instant) {
+        if matches!(self.stage, Stage::InFlight(a, _) if a == attempt) {
+            self.input = Some((attempt, Input::Transport(error)));
+        }
+    }
+
+    fn cancel(&mut self, ledger: &mut Ledger, _now: Instant) {
+        if self.done || self.stage == Stage::Finished {
+            self.release_all(ledger);
+            return;
+        }
+        if let Some(id) = self.request_id() {
+            if self.spec.id == EndpointId::ASample {
+                ledger.record_abandoned_future(id.to_owned());
+            }
+        }
+        self.release_all(ledger);
+        self.stage = Stage::Finished;
+        self.input = None;
+        self.events.clear();
+        self.done = true;
+    }
+}
+
+fn new_key(ledger: &mut Ledger, rule: IdempotencyRule) -> Option<String> {
+    let mut random = || {
+        let rng = ledger.rng();
+        (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())
+    };
+    match rule {
+        IdempotencyRule::PerAttemptChain => Some(idempotency_key(random())),
+        IdempotencyRule::FixedBareUuid => Some(bare_uuid(random())),
+        IdempotencyRule::None => None,
+    }
+}
+
+fn empty_future(request_id: &str) -> UntypedFuture {
+    UntypedFuture {
+        request_id: request_id.to_owned(),
+        model_id: None,
+        sample_sequence_ids: None,
+    }
+}
+
+fn describe(failure: Failure) -> String {
+    match failure {
+        Failure::Status(s) => format!("HTTP {s}"),
+        Failure::Transport(kind) => format!("transport error ({kind:?})"),
+        Failure::ProxyRejection => "empty-bodied 400 from a proxy".to_owned(),
+        Failure::FutureExpired => "the server future expired (410)".to_owned(),
+        Failure::RequestFailed => "the request failed".to_owned(),
+        _ => "permanent failure".to_owned(),
+    }
+}
