@@ -37,6 +37,7 @@ pub mod housekeeping;
 pub mod io;
 pub mod path;
 pub mod proto;
+pub mod redirect;
 pub mod retry;
 pub mod rng;
 pub mod settings;
