@@ -45,6 +45,7 @@ pub mod ledger;
 pub mod ops;
 pub mod path;
 pub mod proto;
+pub mod redirect;
 pub mod retry;
 pub mod rng;
 pub mod settings;
