@@ -42,6 +42,7 @@ pub mod flow;
 pub mod housekeeping;
 pub mod io;
 pub mod ledger;
+pub mod losses;
 pub mod ops;
 pub mod path;
 pub mod proto;
