@@ -266,9 +266,10 @@ fn with_target_shape(values: Vec<f32>, targets: &TensorData) -> Result<TensorDat
     }
 }
 
-/// The forward pass's datums (SDK 0.38): each datum keeps its model input with only
-/// `target_tokens` and `weights` (the user's, else zeros shaped like the targets). Other inputs
-/// stay on the client, where the loss reads them from the original datums.
+/// The forward pass's datums (SDK 0.38): each datum keeps its model input (and provenance spans)
+/// with only `target_tokens` and `weights` as loss inputs (the user's weights, else zeros shaped
+/// like the targets). Other inputs stay on the client, where the loss reads them from the
+/// original datums. Errors: empty `data`, a datum without `target_tokens`.
 pub fn forward_pass_data(data: &[Datum]) -> Result<Vec<Datum>> {
     if data.is_empty() {
         return Err(Error::invalid("data", "No data provided"));
@@ -335,7 +336,10 @@ pub fn extract_logprobs(data: &[Datum], output: &ForwardBackwardOutput) -> Resul
 
 /// The backward pass's `weights` for one datum: `−gradient` as `float32`, shaped like
 /// `target_tokens`. Errors if a value does not fit in `float32`.
-pub fn negated_gradient_weights(gradient: &[f64], target_tokens: &TensorData) -> Result<TensorData> {
+pub fn negated_gradient_weights(
+    gradient: &[f64],
+    target_tokens: &TensorData,
+) -> Result<TensorData> {
     let n = element_count(target_tokens);
     if gradient.len() != n {
         return Err(Error::invalid(
@@ -377,7 +381,11 @@ pub fn backward_pass_data(data: &[Datum], loss: &CustomLossOutput) -> Result<Vec
             let targets = target_tokens(d, i)?;
             let weights = negated_gradient_weights(g, targets).map_err(|e| match e {
                 Error::InvalidInput { location, message } => Error::invalid(
-                    location.replacen("custom_loss.gradients", &format!("custom_loss.gradients[{i}]"), 1),
+                    location.replacen(
+                        "custom_loss.gradients",
+                        &format!("custom_loss.gradients[{i}]"),
+                        1,
+                    ),
                     message,
                 ),
                 other => other,

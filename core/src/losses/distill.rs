@@ -65,7 +65,7 @@ impl CustomLoss for ReverseKlDistillation {
             .map(|i| batch.weights(i))
             .collect::<Result<_>>()?;
         let total: f64 = weights.iter().flatten().sum();
-        if !(total > 0.0) {
+        if total.is_nan() || total <= 0.0 {
             return Err(Error::invalid(
                 "distillation",
                 format!("the weights sum to {total}; at least one token must count"),

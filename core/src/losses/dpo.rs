@@ -72,7 +72,7 @@ impl Dpo {
     fn pairs(&self, n: usize) -> Result<Vec<(usize, usize)>> {
         match &self.pairing {
             DpoPairing::Consecutive => {
-                if n % 2 != 0 {
+                if !n.is_multiple_of(2) {
                     return Err(Error::invalid(
                         "dpo.pairing",
                         format!("consecutive pairs need an even number of datums, got {n}"),

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::custom::{check_output, evaluate_custom_loss, CustomLoss, CustomLossOutput, LogprobBatch};
+use super::custom::{
+    check_output, evaluate_custom_loss, CustomLoss, CustomLossOutput, LogprobBatch,
+};
 use super::regularizers::Regularizer;
 use crate::error::{Error, Result};
 

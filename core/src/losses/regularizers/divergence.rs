@@ -82,9 +82,7 @@ impl Regularizer for KlDivergence {
     }
 
     fn compute(&self, batch: &LogprobBatch<'_>) -> Result<CustomLossOutput> {
-        let reference = self
-            .reference
-            .resolve(batch, "kl_divergence.reference")?;
+        let reference = self.reference.resolve(batch, "kl_divergence.reference")?;
         let scale = self.reduction.scale(batch.len());
         let mut per_row = Vec::with_capacity(batch.len());
         let mut gradients = Vec::with_capacity(batch.len());

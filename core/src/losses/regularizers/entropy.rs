@@ -91,7 +91,10 @@ impl Regularizer for Entropy {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Err(Error::invalid(
                 "entropy.temperature",
-                format!("{} is not allowed; the temperature must be > 0", self.temperature),
+                format!(
+                    "{} is not allowed; the temperature must be > 0",
+                    self.temperature
+                ),
             ));
         }
         Ok(())

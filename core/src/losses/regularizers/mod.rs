@@ -167,7 +167,10 @@ fn check_has_elements(what: &str, batch: &LogprobBatch<'_>) -> Result<usize> {
 
 /// All rows end to end.
 fn flatten(rows: &[Vec<f64>]) -> DVector<f64> {
-    DVector::from_iterator(rows.iter().map(Vec::len).sum(), rows.iter().flatten().copied())
+    DVector::from_iterator(
+        rows.iter().map(Vec::len).sum(),
+        rows.iter().flatten().copied(),
+    )
 }
 
 /// A flat vector cut back into rows shaped like `like`.

@@ -262,10 +262,7 @@ impl Regularizer for ElasticNet {
         Ok(CustomLossOutput {
             loss,
             gradients: unflatten(&grad, batch.logprobs()),
-            metrics: BTreeMap::from([
-                ("elastic_net".to_owned(), loss),
-                ("l1_ratio".to_owned(), a),
-            ]),
+            metrics: BTreeMap::from([("elastic_net".to_owned(), loss), ("l1_ratio".to_owned(), a)]),
         })
     }
 }
