@@ -23,6 +23,10 @@
 //! 4. **Nothing hangs silently.** Every wait the machine asks for has a deadline, and a timeout
 //!    error says what was awaited.
 //!
+//! The machines that talk to the server implement [`call::Machine`]; the ledger they share is
+//! [`ledger::Ledger`]; the operations the clients run are in [`ops`]; and the only two loops that
+//! drive them are [`drive::drive_async`] and [`drive::drive_blocking`].
+//!
 //! Enforced mechanically: `#![forbid(unsafe_code)]`, and `clippy.toml` bans clocks, sleeping,
 //! spawning and OS randomness in this crate.
 #![forbid(unsafe_code)]
@@ -39,9 +43,11 @@ pub mod flow;
 pub mod housekeeping;
 pub mod io;
 pub mod ledger;
+pub mod losses;
 pub mod ops;
 pub mod path;
 pub mod proto;
+pub mod redirect;
 pub mod retry;
 pub mod rng;
 pub mod settings;

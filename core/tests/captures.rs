@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::Value;
 use tinker_core::endpoints::{
@@ -26,6 +27,9 @@ use tinker_core::endpoints::{
     RequestContext, RetrieveFuture, SendTelemetry, SetCheckpointTtl, UnpublishCheckpoint,
 };
 use tinker_core::path::{CheckpointKind, TinkerPath};
+use tinker_core::proto::{
+    compress_body, encode_forward_backward, wire, ForwardBackwardRequestRef, ZSTD_LEVEL,
+};
 use tinker_core::settings::ApiKey;
 use tinker_core::types::*;
 
@@ -167,8 +171,195 @@ enum Rebuilt {
     Json(http::Request<Bytes>),
     /// Compare the body's structure only (telemetry events belong to another module).
     Structure(http::Request<Bytes>),
-    /// Protobuf body: compared once the encoder lands; everything else is compared now.
-    ProtoPending(http::Request<Bytes>),
+    /// Protobuf body (forward_backward): our encoder's bytes, decoded, must equal the message the
+    /// SDK sent (transliterated from the capture's decoded form).
+    Proto(http::Request<Bytes>, wire::ForwardBackwardRequest),
+}
+
+fn b64(v: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap_or(""))
+        .expect("captured bytes are base64")
+}
+
+fn shape_of(t: &Value) -> Vec<i64> {
+    t["shape"]
+        .as_array()
+        .map(|a| a.iter().map(|d| s(d).parse().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+/// Our datums, rebuilt from the capture's decoded protobuf (the user's data as the SDK saw it),
+/// encoded by tinker-core's encoder, zstd-compressed when the SDK compressed.
+fn encode_forward_backward_like(proto: &Value, compressed: bool) -> Vec<u8> {
+    let data: Vec<Datum> = proto["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let chunks = d["model_input"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    let raw = b64(&c["encoded_text"]["tokens"]);
+                    Chunk::tokens(
+                        raw.chunks_exact(4)
+                            .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            let mut datum = Datum::new(ModelInput::from_chunks(chunks));
+            for (key, t) in d["loss_fn_inputs"].as_object().unwrap() {
+                let raw = b64(&t["dense"]);
+                let shape: Vec<usize> = shape_of(t).iter().map(|&x| x as usize).collect();
+                let values = match t["dtype"].as_str().unwrap() {
+                    "DTYPE_FLOAT32" => TensorValues::Float32(
+                        raw.chunks_exact(4)
+                            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                            .collect(),
+                    ),
+                    "DTYPE_INT64" => TensorValues::Int64(
+                        raw.chunks_exact(8)
+                            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                            .collect(),
+                    ),
+                    other => panic!("unexpected captured dtype {other}"),
+                };
+                datum = datum.with_input(key, TensorData::dense(values, Some(shape)).unwrap());
+            }
+            datum
+        })
+        .collect();
+    let config: BTreeMap<String, LossConfigValue> = proto["loss_fn_config_v2"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let value = match v.get("number") {
+                        Some(n) => LossConfigValue::Number(n.as_f64().unwrap()),
+                        None => LossConfigValue::Text(s(&v["text"])),
+                    };
+                    (k.clone(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let loss_fn: LossFn = s(&proto["loss_fn"]).parse().unwrap();
+    let mut request = ForwardBackwardRequestRef::new(
+        proto["model_id"].as_str().unwrap(),
+        u(&proto["seq_id"]) as i32,
+        &data,
+        loss_fn,
+    );
+    request.forward_only = proto["forward_only"].as_bool().unwrap_or(false);
+    if !config.is_empty() {
+        request.loss_fn_config = Some(&config);
+    }
+    let mut body = Vec::new();
+    encode_forward_backward(&request, &mut body).unwrap();
+    if compressed {
+        compress_body(&body, ZSTD_LEVEL).unwrap()
+    } else {
+        body
+    }
+}
+
+/// The message the SDK sent, transliterated field by field from the capture.
+fn expected_wire_request(proto: &Value) -> wire::ForwardBackwardRequest {
+    let data = proto["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| wire::Datum {
+            model_input: d["model_input"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| wire::Chunk {
+                    chunk: Some(wire::chunk::Kind::EncodedText(wire::EncodedTextChunk {
+                        tokens: Bytes::from(b64(&c["encoded_text"]["tokens"])),
+                    })),
+                })
+                .collect(),
+            loss_fn_inputs: d["loss_fn_inputs"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, t)| {
+                    let dtype = match t["dtype"].as_str().unwrap() {
+                        "DTYPE_FLOAT32" => wire::DType::Float32,
+                        _ => wire::DType::Int64,
+                    };
+                    let tensor = wire::Tensor {
+                        encoding: Some(wire::tensor::Encoding::Dense(Bytes::from(
+                            b64(&t["dense"]),
+                        ))),
+                        dtype: dtype as i32,
+                        shape: shape_of(t),
+                    };
+                    (k.clone(), tensor)
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let numbers = |key: &str| -> BTreeMap<String, f64> {
+        proto[key]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let v2 = proto["loss_fn_config_v2"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let value = match v.get("number") {
+                        Some(n) => wire::loss_config_value::Value::Number(n.as_f64().unwrap()),
+                        None => wire::loss_config_value::Value::Text(s(&v["text"])),
+                    };
+                    (k.clone(), wire::LossConfigValue { value: Some(value) })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    wire::ForwardBackwardRequest {
+        model_id: s(&proto["model_id"]),
+        seq_id: u(&proto["seq_id"]) as i32,
+        data,
+        loss_fn: s(&proto["loss_fn"]),
+        loss_fn_config: numbers("loss_fn_config"),
+        forward_only: proto["forward_only"].as_bool().unwrap_or(false),
+        loss_fn_config_v2: v2,
+    }
+}
+
+fn compare_proto_body(
+    built: &http::Request<Bytes>,
+    expected: &wire::ForwardBackwardRequest,
+    problems: &mut Vec<String>,
+) {
+    let raw = if built.headers().get("content-encoding").is_some() {
+        match zstd::stream::decode_all(built.body().as_ref()) {
+            Ok(raw) => raw,
+            Err(e) => return problems.push(format!("our zstd body does not decompress: {e}")),
+        }
+    } else {
+        built.body().to_vec()
+    };
+    match <wire::ForwardBackwardRequest as prost::Message>::decode(raw.as_slice()) {
+        Ok(ours) if &ours == expected => {}
+        Ok(ours) => problems.push(format!(
+            "protobuf body differs:\n      theirs {expected:?}\n      ours   {ours:?}"
+        )),
+        Err(e) => problems.push(format!("our protobuf body does not decode: {e}")),
+    }
 }
 
 fn s(v: &Value) -> String {
@@ -375,13 +566,17 @@ fn rebuild(c: &Captured, ctx: &RequestContext, attempt: &AttemptHeaders) -> Opti
         }),
         ("POST", "forward_backward") => {
             let proto = c.body_proto.as_ref().expect("decoded proto");
+            let compressed = c.header("content-encoding") == Some("zstd");
+            let body = encode_forward_backward_like(proto, compressed);
             let req = ForwardBackward {
-                // The protobuf encoder is another module's; any non-empty bytes stand in here.
-                body: Bytes::from_static(b"\x0a\x00"),
-                compressed: c.header("content-encoding") == Some("zstd"),
+                body: Bytes::from(body),
+                compressed,
                 forward_only: proto["forward_only"].as_bool().unwrap_or(false),
             };
-            Some(Rebuilt::ProtoPending(build(&|| ctx.build(&req, attempt))))
+            Some(Rebuilt::Proto(
+                build(&|| ctx.build(&req, attempt)),
+                expected_wire_request(proto),
+            ))
         }
         ("GET", "get_server_capabilities") => built!(GetServerCapabilities),
         ("GET", "training_runs") => built!(ListTrainingRuns {
@@ -627,7 +822,7 @@ fn compare_json(
 fn every_captured_request_is_rebuilt_identically() {
     let captured = load();
     let mut covered = 0;
-    let mut proto_pending = 0;
+    let mut proto_bodies = 0;
     let mut structure_only = 0;
     let mut uncovered = Vec::new();
     let mut failures = Vec::new();
@@ -662,6 +857,7 @@ fn every_captured_request_is_rebuilt_identically() {
             attempt = attempt.with_sdk_method(Cow::Owned(m.to_owned()));
         }
 
+        let mut problems_early = Vec::new();
         let Some(rebuilt) = rebuild(c, &ctx, &attempt) else {
             uncovered.push(c.label());
             continue;
@@ -673,13 +869,14 @@ fn every_captured_request_is_rebuilt_identically() {
                 structure_only += 1;
                 (r, Some(true))
             }
-            Rebuilt::ProtoPending(r) => {
-                proto_pending += 1;
+            Rebuilt::Proto(r, expected) => {
+                proto_bodies += 1;
+                compare_proto_body(&r, &expected, &mut problems_early);
                 (r, None)
             }
         };
 
-        let mut problems = Vec::new();
+        let mut problems = problems_early;
         if built.method().as_str() != c.method {
             problems.push(format!("method {} vs {}", c.method, built.method()));
         }
@@ -715,10 +912,10 @@ fn every_captured_request_is_rebuilt_identically() {
     println!("captures: covered {covered} of {} requests", captured.len());
     println!(
         "  bodies compared exactly: {}",
-        covered - proto_pending - structure_only
+        covered - proto_bodies - structure_only
     );
     println!("  telemetry bodies compared by structure: {structure_only}");
-    println!("  forward_backward: body pending proto encoder: {proto_pending} (method, path, query, headers compared)");
+    println!("  forward_backward protobuf bodies compared message for message: {proto_bodies}");
     for u in &uncovered {
         println!("  uncovered: {u}");
     }

@@ -25,9 +25,9 @@
 //! - **Proxy**: `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` and `NO_PROXY` (and lower-case forms) are
 //!   read when the transport is built. HTTPS targets go through a CONNECT tunnel, plain HTTP
 //!   targets in absolute form; credentials in the proxy URL are sent as `Proxy-Authorization`.
-//! - **Redirects** are followed (up to 10), as the official SDK does: 301/302/303 turn a POST
-//!   into a GET without body, 307/308 resend method and body. Credentials (`x-api-key`,
-//!   `authorization`, `cookie`) are dropped when a redirect leaves the original origin.
+//! - **Redirects** are followed (up to 10), as the official SDK does, by a loop on the core's
+//!   [`tinker_core::redirect::next_request`]: the one policy of all transports, which drops the
+//!   API key and every other credential when a redirect leaves the origin.
 //! - **Compression**: the transport owns `Accept-Encoding`. hyper has no decoder, so it sends
 //!   `identity`: the server must answer uncompressed (an absent header would allow any
 //!   encoding). The core always sees plain bytes.
@@ -44,6 +44,7 @@ use smol_hyper::rt::SmolTimer;
 use tinker_core::io::{
     AsyncBody, AsyncHttp, AsyncResponse, Timeouts, TransportError, TransportErrorKind,
 };
+use tinker_core::redirect::{next_request, MAX_REDIRECTS};
 
 use crate::connector::{with_timeout, AsyncStdExecutor, Connector};
 
@@ -55,15 +56,6 @@ pub const ACCEPT_ENCODING: &str = "identity";
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
 /// Idle connections kept per host (httpx's default keep-alive limit).
 const POOL_MAX_IDLE_PER_HOST: usize = 20;
-/// Redirect hops followed before giving up (httpx and reqwest use the same bound).
-const MAX_REDIRECTS: usize = 10;
-/// Request headers that must not follow a redirect to another origin.
-const CREDENTIAL_HEADERS: [&str; 4] = [
-    "x-api-key",
-    "authorization",
-    "cookie",
-    "proxy-authorization",
-];
 
 type PooledClient = Client<Connector, Full<Bytes>>;
 
@@ -199,22 +191,13 @@ impl AsyncHttp for HyperTransport {
             http::HeaderValue::from_static(ACCEPT_ENCODING),
         );
         let mut request = http::Request::from_parts(parts, body);
-        let mut hops = 0;
-        loop {
+        for _hop in 0..=MAX_REDIRECTS {
             self.add_proxy_credentials(&mut request);
-            let replay = clone_request(&request);
-            let response = self.send_once(&client, request, timeouts.read).await?;
-            match redirect(replay, &response) {
-                Some(next) if hops < MAX_REDIRECTS => {
-                    hops += 1;
-                    request = next;
-                }
-                Some(_) => {
-                    return Err(TransportError::new(
-                        TransportErrorKind::Protocol,
-                        format!("more than {MAX_REDIRECTS} redirects"),
-                    ))
-                }
+            let response = self
+                .send_once(&client, request.clone(), timeouts.read)
+                .await?;
+            match next_request(&request, response.status(), response.headers()) {
+                Some(next) => request = next,
                 None => {
                     let (head, body) = response.into_parts();
                     return Ok(AsyncResponse {
@@ -227,6 +210,10 @@ impl AsyncHttp for HyperTransport {
                 }
             }
         }
+        Err(TransportError::new(
+            TransportErrorKind::Protocol,
+            format!("more than {MAX_REDIRECTS} redirects"),
+        ))
     }
 }
 
@@ -247,86 +234,6 @@ impl HyperTransport {
                 .insert(http::header::PROXY_AUTHORIZATION, auth);
         }
     }
-}
-
-fn clone_request(request: &http::Request<Bytes>) -> http::Request<Bytes> {
-    let mut copy = http::Request::new(request.body().clone());
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    copy
-}
-
-/// The request to send next if `response` is a redirect to follow.
-fn redirect<B>(
-    mut request: http::Request<Bytes>,
-    response: &http::Response<B>,
-) -> Option<http::Request<Bytes>> {
-    use http::StatusCode as S;
-    let status = response.status();
-    if !matches!(
-        status,
-        S::MOVED_PERMANENTLY
-            | S::FOUND
-            | S::SEE_OTHER
-            | S::TEMPORARY_REDIRECT
-            | S::PERMANENT_REDIRECT
-    ) {
-        return None;
-    }
-    let location = response
-        .headers()
-        .get(http::header::LOCATION)?
-        .to_str()
-        .ok()?;
-    let next = resolve(request.uri(), location)?;
-
-    let becomes_get = status == S::SEE_OTHER
-        || (matches!(status, S::MOVED_PERMANENTLY | S::FOUND)
-            && request.method() == http::Method::POST);
-    if becomes_get && request.method() != http::Method::HEAD {
-        *request.method_mut() = http::Method::GET;
-        *request.body_mut() = Bytes::new();
-        for name in [
-            http::header::CONTENT_TYPE,
-            http::header::CONTENT_LENGTH,
-            http::header::CONTENT_ENCODING,
-        ] {
-            request.headers_mut().remove(name);
-        }
-    }
-    let same_origin =
-        next.scheme() == request.uri().scheme() && next.authority() == request.uri().authority();
-    if !same_origin {
-        for name in CREDENTIAL_HEADERS {
-            request.headers_mut().remove(name);
-        }
-    }
-    request.headers_mut().remove(http::header::HOST);
-    *request.uri_mut() = next;
-    Some(request)
-}
-
-/// Resolves a `Location` value against the URL it answered: absolute, or an absolute path.
-fn resolve(base: &http::Uri, location: &str) -> Option<http::Uri> {
-    let location: http::Uri = location.parse().ok()?;
-    if location.scheme().is_some() {
-        return Some(location);
-    }
-    let mut parts = location.into_parts();
-    parts.scheme = base.scheme().cloned();
-    parts.authority = base.authority().cloned();
-    if parts
-        .path_and_query
-        .as_ref()
-        .is_none_or(|p| !p.path().starts_with('/'))
-    {
-        // Relative paths ("next" without a slash) are not used by HTTP APIs; refuse them
-        // rather than guess.
-        return None;
-    }
-    http::Uri::from_parts(parts).ok()
 }
 
 /// A response body read frame by frame, each read bounded by the read timeout.
@@ -478,53 +385,5 @@ mod tests {
         assert_eq!(proxy.requests()[0].method, "CONNECT");
         assert_eq!(proxy.requests()[0].target, "tinker.invalid:443");
         assert_eq!(error.kind, TransportErrorKind::Tls, "{error}");
-    }
-
-    #[test]
-    fn a_see_other_redirect_turns_a_post_into_a_get_on_the_new_path() {
-        let server = ScriptedHttpServer::start([
-            Reply::new(303).header("location", "/elsewhere"),
-            Reply::new(200).body("arrived"),
-        ]);
-        let transport = HyperTransport::new();
-        let request = http::Request::post(server.url("/start"))
-            .header("x-api-key", "tml-secret")
-            .body(Bytes::from_static(b"{}"))
-            .unwrap();
-
-        let response = smol::block_on(transport.send(request, Timeouts::default())).unwrap();
-
-        assert_eq!(response.head.status, 200);
-        let second = &server.requests()[1];
-        assert_eq!(
-            (second.method.as_str(), second.target.as_str()),
-            ("GET", "/elsewhere")
-        );
-        assert!(second.body.is_empty());
-        assert_eq!(
-            second.header("x-api-key"),
-            Some("tml-secret"),
-            "same origin keeps it"
-        );
-    }
-
-    #[test]
-    fn a_cross_origin_redirect_drops_the_credentials() {
-        let target = ScriptedHttpServer::start([Reply::new(200)]);
-        let server =
-            ScriptedHttpServer::start(
-                [Reply::new(307).header("location", &target.url("/landing"))],
-            );
-        let transport = HyperTransport::new();
-        let request = http::Request::get(server.url("/start"))
-            .header("x-api-key", "tml-secret")
-            .body(Bytes::new())
-            .unwrap();
-
-        smol::block_on(transport.send(request, Timeouts::default())).unwrap();
-
-        let landed = &target.requests()[0];
-        assert_eq!(landed.target, "/landing");
-        assert_eq!(landed.header("x-api-key"), None);
     }
 }

@@ -16,7 +16,9 @@
 //! - **Proxy** from the environment (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, lower-case forms,
 //!   with `NO_PROXY`), read once when the transport is built.
 //! - **Pooling**: one agent, idle connections kept per host and reused.
-//! - **Redirects** are followed (up to 10), as the official SDK does.
+//! - **Redirects** are followed (up to 10), as the official SDK does, by a loop on the core's
+//!   [`tinker_core::redirect::next_request`], not by ureq (`max_redirects(0)`): ureq's policy
+//!   drops only `Authorization` on another origin and would forward the `X-API-Key`.
 //! - **Compression**: the transport owns `Accept-Encoding`. It sends `gzip`, the one encoding it
 //!   decodes; a decoded response has no `Content-Encoding` or `Content-Length` header.
 //! - **Body** is a reader over the socket with no size limit (checkpoints can be large). Its read
@@ -30,6 +32,7 @@ use bytes::Bytes;
 use tinker_core::io::{
     BlockingHttp, BlockingResponse, Timeouts, TransportError, TransportErrorKind,
 };
+use tinker_core::redirect::{next_request, MAX_REDIRECTS};
 use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
 
 /// The encodings this transport decodes, sent as `Accept-Encoding` on every request.
@@ -91,7 +94,9 @@ impl UreqTransport {
             .proxy(ureq::Proxy::try_from_env())
             .max_idle_connections_per_host(POOL_MAX_IDLE_PER_HOST)
             .max_idle_age(POOL_IDLE_AGE)
-            .max_redirects(10)
+            // The 3xx comes back as a response; the send loop follows it.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .build();
         UreqTransport {
             agent: ureq::Agent::new_with_config(config),
@@ -125,6 +130,37 @@ impl BlockingHttp for UreqTransport {
             http::header::ACCEPT_ENCODING,
             http::HeaderValue::from_static(ACCEPT_ENCODING),
         );
+        let mut request = http::Request::from_parts(parts, body);
+        for _hop in 0..=MAX_REDIRECTS {
+            let response = self.send_once(&request, timeouts)?;
+            match next_request(&request, response.status(), response.headers()) {
+                Some(next) => request = next,
+                None => {
+                    let (head, body) = response.into_parts();
+                    return Ok(BlockingResponse {
+                        head,
+                        body: Box::new(UreqBody {
+                            reader: body.into_reader(),
+                        }),
+                    });
+                }
+            }
+        }
+        Err(TransportError::new(
+            TransportErrorKind::Protocol,
+            format!("more than {MAX_REDIRECTS} redirects"),
+        ))
+    }
+}
+
+impl UreqTransport {
+    /// Sends one request (no redirect handling).
+    fn send_once(
+        &self,
+        request: &http::Request<Bytes>,
+        timeouts: Timeouts,
+    ) -> Result<http::Response<ureq::Body>, TransportError> {
+        let (parts, body) = request.clone().into_parts();
         // A GET carries no body and no Content-Length; a POST with an empty body says
         // `Content-Length: 0`.
         let carries_body = !body.is_empty()
@@ -132,21 +168,14 @@ impl BlockingHttp for UreqTransport {
                 parts.method,
                 http::Method::POST | http::Method::PUT | http::Method::PATCH
             );
-        let response = if carries_body {
-            self.run(http::Request::from_parts(parts, &body[..]), timeouts)?
+        if carries_body {
+            self.run(http::Request::from_parts(parts, &body[..]), timeouts)
         } else {
             self.run(
                 http::Request::from_parts(parts, ureq::SendBody::none()),
                 timeouts,
-            )?
-        };
-        let (head, body) = response.into_parts();
-        Ok(BlockingResponse {
-            head,
-            body: Box::new(UreqBody {
-                reader: body.into_reader(),
-            }),
-        })
+            )
+        }
     }
 }
 

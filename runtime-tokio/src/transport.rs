@@ -1,9 +1,9 @@
 //! The tokio HTTP transport: [`AsyncHttp`] on reqwest.
 //!
 //! reqwest brings what the SDK needs from an HTTP stack: a pooled keep-alive client (HTTP/1.1 and
-//! HTTP/2 over ALPN), redirect following (10 hops, as httpx), `HTTP(S)_PROXY`/`ALL_PROXY` with
-//! `NO_PROXY` from the environment, and response decompression. Everything else is decided by the
-//! core, so reqwest's own retries are switched off: the core is the only one counting attempts.
+//! HTTP/2 over ALPN), `HTTP(S)_PROXY`/`ALL_PROXY` with `NO_PROXY` from the environment, and
+//! response decompression. Everything else is decided by the core, so reqwest's own retries are
+//! switched off (the core is the only one counting attempts), and so is its redirect policy.
 //!
 //! Configuration choices, and why:
 //! - **TLS**: rustls with the *ring* provider passed to the client (never installed process-wide,
@@ -20,6 +20,9 @@
 //! - **Compression**: the transport owns `Accept-Encoding`. It sends `gzip, deflate, zstd` (what
 //!   the official SDK advertises) and decodes those transparently; a decoded response has no
 //!   `Content-Encoding` or `Content-Length` header, so the core always sees plain bytes.
+//! - **Redirects** are followed (up to 10), as the official SDK does, by a loop on the core's
+//!   [`tinker_core::redirect::next_request`], not by reqwest's policy: that one drops only
+//!   `Authorization` on another origin and would forward the `X-API-Key`.
 //! - **Statuses** are values: 4xx and 5xx come back as responses with their headers and body.
 
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,7 @@ use bytes::Bytes;
 use tinker_core::io::{
     AsyncBody, AsyncHttp, AsyncResponse, Timeouts, TransportError, TransportErrorKind,
 };
+use tinker_core::redirect::{next_request, MAX_REDIRECTS};
 
 /// The encodings this transport decodes, sent as `Accept-Encoding` on every request.
 pub const ACCEPT_ENCODING: &str = "gzip, deflate, zstd";
@@ -108,6 +112,7 @@ impl ReqwestTransport {
             .tls_backend_preconfigured(self.tls.clone())
             .connect_timeout(connect_timeout)
             .retry(reqwest::retry::never())
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .tcp_keepalive(TCP_KEEPALIVE)
@@ -143,27 +148,44 @@ impl AsyncHttp for ReqwestTransport {
             http::header::ACCEPT_ENCODING,
             http::HeaderValue::from_static(ACCEPT_ENCODING),
         );
-        let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
-            .map_err(|e| TransportError::new(TransportErrorKind::Other, error_message(&e)))?;
-
-        let response = match tokio::time::timeout(timeouts.read, client.execute(request)).await {
-            Ok(result) => result.map_err(|e| classify(&e))?,
-            Err(_) => {
-                return Err(TransportError::new(
-                    TransportErrorKind::Timeout,
-                    format!("no response head within {:?}", timeouts.read),
-                ))
+        let mut request = http::Request::from_parts(parts, body);
+        for _hop in 0..=MAX_REDIRECTS {
+            let response = send_once(&client, request.clone(), timeouts.read).await?;
+            match next_request(&request, response.status(), response.headers()) {
+                Some(next) => request = next,
+                None => {
+                    let (head, body) = http::Response::from(response).into_parts();
+                    return Ok(AsyncResponse {
+                        head,
+                        body: Box::new(ReqwestBody {
+                            body,
+                            read_timeout: timeouts.read,
+                        }),
+                    });
+                }
             }
-        };
-        let response = http::Response::from(response);
-        let (head, body) = response.into_parts();
-        Ok(AsyncResponse {
-            head,
-            body: Box::new(ReqwestBody {
-                body,
-                read_timeout: timeouts.read,
-            }),
-        })
+        }
+        Err(TransportError::new(
+            TransportErrorKind::Protocol,
+            format!("more than {MAX_REDIRECTS} redirects"),
+        ))
+    }
+}
+
+/// Sends one request (no redirect handling), waiting at most `read` for the head.
+async fn send_once(
+    client: &reqwest::Client,
+    request: http::Request<Bytes>,
+    read: Duration,
+) -> Result<reqwest::Response, TransportError> {
+    let request = reqwest::Request::try_from(request)
+        .map_err(|e| TransportError::new(TransportErrorKind::Other, error_message(&e)))?;
+    match tokio::time::timeout(read, client.execute(request)).await {
+        Ok(result) => result.map_err(|e| classify(&e)),
+        Err(_) => Err(TransportError::new(
+            TransportErrorKind::Timeout,
+            format!("no response head within {read:?}"),
+        )),
     }
 }
 

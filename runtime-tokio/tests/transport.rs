@@ -30,6 +30,20 @@ async fn read_body(response: &mut AsyncResponse) -> Result<Vec<u8>, TransportErr
     Ok(body)
 }
 
+/// The JSON body of [`post_with_credentials`].
+const POST_BODY: &[u8] = b"{\"model\":\"x\"}";
+
+/// A POST carrying the API key, a bearer token and a JSON body, as the SDK sends them.
+fn post_with_credentials(url: &str) -> http::Request<Bytes> {
+    http::Request::post(url)
+        .header("x-api-key", "tml-secret")
+        .header("authorization", "Bearer jwt")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "k-1")
+        .body(Bytes::from_static(POST_BODY))
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_404_is_a_response_with_its_body() {
     let server = ScriptedHttpServer::start([Reply::new(404)
@@ -217,6 +231,93 @@ async fn sequential_requests_reuse_one_connection() {
 
     assert_eq!(server.accepted_connections(), 1);
     assert_eq!(server.requests()[1].connection, 0);
+}
+
+#[tokio::test]
+async fn a_cross_origin_redirect_leaves_the_api_key_behind() {
+    // Two loopback servers on different ports are two origins.
+    let elsewhere = ScriptedHttpServer::start([Reply::new(200).body("landed")]);
+    let origin = ScriptedHttpServer::start([
+        Reply::new(302).header("location", &elsewhere.url("/landing?sig=abc"))
+    ]);
+    let transport = ReqwestTransport::new();
+
+    let mut response = transport
+        .send(
+            post_with_credentials(&origin.url("/api/v1/archive")),
+            Timeouts::default(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(response.head.status, 200);
+    assert_eq!(read_body(&mut response).await.unwrap(), b"landed");
+    assert_eq!(origin.requests()[0].header("x-api-key"), Some("tml-secret"));
+    let landed = &elsewhere.requests()[0];
+    assert_eq!(
+        (landed.method.as_str(), landed.target.as_str()),
+        ("GET", "/landing?sig=abc"),
+        "a 302 turns the POST into a GET"
+    );
+    assert_eq!(
+        landed.header("x-api-key"),
+        None,
+        "the API key followed the redirect"
+    );
+    assert_eq!(landed.header("authorization"), None);
+    assert_eq!(landed.header("content-type"), None);
+    assert!(landed.body.is_empty());
+    assert_eq!(landed.header("idempotency-key"), Some("k-1"));
+}
+
+#[tokio::test]
+async fn a_same_origin_307_resends_the_post_with_its_key_and_body() {
+    let server = ScriptedHttpServer::start([
+        Reply::new(307).header("location", "/api/v1/moved"),
+        Reply::new(200).body("{}"),
+    ]);
+    let transport = ReqwestTransport::new();
+
+    let mut response = transport
+        .send(
+            post_with_credentials(&server.url("/api/v1/create")),
+            Timeouts::default(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(response.head.status, 200);
+    read_body(&mut response).await.unwrap();
+    let resent = &server.requests()[1];
+    assert_eq!(
+        (resent.method.as_str(), resent.target.as_str()),
+        ("POST", "/api/v1/moved")
+    );
+    assert_eq!(resent.header("x-api-key"), Some("tml-secret"));
+    assert_eq!(resent.header("authorization"), Some("Bearer jwt"));
+    assert_eq!(resent.header("content-type"), Some("application/json"));
+    assert_eq!(resent.body, POST_BODY);
+}
+
+#[tokio::test]
+async fn more_than_ten_redirects_is_a_protocol_error() {
+    let server =
+        ScriptedHttpServer::start((0..12).map(|_| Reply::new(307).header("location", "/loop")));
+    let transport = ReqwestTransport::new();
+
+    let error = transport
+        .send(get(&server.url("/loop")), Timeouts::default())
+        .await
+        .err()
+        .expect("the chain never ends");
+
+    assert_eq!(error.kind, TransportErrorKind::Protocol, "{error}");
+    assert!(error.message.contains("more than 10 redirects"), "{error}");
+    assert_eq!(
+        server.requests().len(),
+        11,
+        "the request and 10 followed hops"
+    );
 }
 
 #[tokio::test]

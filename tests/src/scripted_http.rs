@@ -8,8 +8,9 @@
 //! connection cut in the middle of a body, a body that stalls after the head.
 //!
 //! It speaks just enough HTTP/1.1 for that: requests with a `Content-Length` body (or none),
-//! keep-alive unless a reply says otherwise. Anything that does not start like an HTTP request
-//! (a TLS ClientHello, say) gets a plain-text 400 and the connection is closed.
+//! keep-alive unless the request or the reply says `Connection: close`. Anything that does not
+//! start like an HTTP request (a TLS ClientHello, say) gets a plain-text 400 and the connection
+//! is closed.
 //!
 //! ```
 //! use tinker_testkit::scripted_http::{Reply, ScriptedHttpServer};
@@ -246,13 +247,17 @@ fn serve_connection(mut stream: TcpStream, connection: usize, shared: &Shared) -
         let Some(request) = read_request(&mut stream, &mut buffered, connection)? else {
             return Ok(());
         };
+        let client_closes = request
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         shared.requests.lock().unwrap().push(request);
-        let reply = shared
+        let mut reply = shared
             .replies
             .lock()
             .unwrap()
             .pop_front()
             .unwrap_or_else(|| Reply::new(500).body("no scripted reply left"));
+        reply.close |= client_closes;
         if !write_reply(&mut stream, &reply, shared)? || reply.close {
             let _ = stream.shutdown(Shutdown::Both);
             return Ok(());

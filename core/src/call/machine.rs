@@ -102,7 +102,7 @@ struct Held {
 pub struct Call {
     submission: Box<dyn Submission>,
     spec: &'static EndpointSpec,
-    opts: CallOptions,
+    pub(super) opts: CallOptions,
     gates: Gates,
     held: Held,
     started: Option<Instant>,

@@ -199,6 +199,29 @@ pub trait Machine: Send {
     fn cancel(&mut self, ledger: &mut Ledger, now: Instant);
 }
 
+/// A machine can be driven through a mutable reference (the caller keeps ownership).
+impl<M: Machine> Machine for &mut M {
+    type Output = M::Output;
+    fn poll_output(&mut self, ledger: &mut Ledger, now: Instant) -> Output<M::Output> {
+        (**self).poll_output(ledger, now)
+    }
+    fn handle_response(
+        &mut self,
+        attempt: AttemptId,
+        head: http::response::Parts,
+        body: Bytes,
+        now: Instant,
+    ) {
+        (**self).handle_response(attempt, head, body, now);
+    }
+    fn handle_transport_error(&mut self, attempt: AttemptId, error: TransportError, now: Instant) {
+        (**self).handle_transport_error(attempt, error, now);
+    }
+    fn cancel(&mut self, ledger: &mut Ledger, now: Instant) {
+        (**self).cancel(ledger, now);
+    }
+}
+
 /// Per-call settings chosen by the client.
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {

@@ -178,3 +178,73 @@ fn chunks_two_and_three_are_posted_before_chunk_one() {
     assert!(a.1.contains("\"loss:sum\": 5.0"), "{}", a.1);
     assert_eq!(a.1.matches("logprobs").count(), 5, "{}", a.1);
 }
+
+/// A transport whose requests never get an answer.
+struct Silent;
+
+#[async_trait::async_trait]
+impl crate::io::AsyncHttp for Silent {
+    async fn send(
+        &self,
+        _request: http::Request<bytes::Bytes>,
+        _timeouts: crate::io::Timeouts,
+    ) -> Result<crate::io::AsyncResponse, crate::io::TransportError> {
+        std::future::pending().await
+    }
+}
+
+#[test]
+fn dropping_an_async_call_mid_flight_refunds_its_budget_and_advances_its_turn() {
+    use std::future::Future;
+    let shared = ledger(1);
+    let clock = VirtualClock::new(start());
+    let first = {
+        let mut l = shared.lock();
+        let args = ForwardBackwardArgs {
+            model_id: "m".into(),
+            data: datums(1, 8),
+            loss_fn: LossFn::CrossEntropy,
+            loss_fn_config: None,
+            forward_only: false,
+        };
+        ForwardBackwardOp::new(&mut l, args, CallOptions::default()).unwrap()
+    };
+    let params = StepParams::Adam(AdamParams::with_learning_rate(1e-4));
+    let second = ops::optim_step(&mut shared.lock(), "m", params, CallOptions::default()).unwrap();
+    let mut fut = Box::pin(drive_async(first, &shared, &Silent, &clock, |_| {}));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(
+        shared.lock().fwdbwd_budget().outstanding(),
+        1,
+        "the chunk's bytes are held"
+    );
+    drop(fut);
+    assert_eq!(shared.lock().fwdbwd_budget().outstanding(), 0);
+    // The optim_step behind it goes at once.
+    let http = FakeHttp::new(FaultyServer::new(1, FaultConfig::none()), clock.clone());
+    let result = drive_blocking(second, &shared, &http, &clock, |_| {});
+    assert!(result.is_ok(), "{result:?}");
+    assert!(shared.lock().is_quiescent());
+}
+
+#[test]
+fn a_blocking_call_waits_for_the_turn_of_a_call_on_another_thread() {
+    let shared = ledger(1);
+    let clock = VirtualClock::new(start());
+    let params = || StepParams::Adam(AdamParams::with_learning_rate(1e-4));
+    let first = ops::optim_step(&mut shared.lock(), "m", params(), CallOptions::default()).unwrap();
+    let second =
+        ops::optim_step(&mut shared.lock(), "m", params(), CallOptions::default()).unwrap();
+    let http = FakeHttp::new(FaultyServer::new(1, FaultConfig::none()), clock.clone());
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| drive_blocking(second, &shared, &http, &clock, |_| {}));
+        // The second step cannot be sent before the first: it is parked on the condvar.
+        let first = drive_blocking(first, &shared, &http, &clock, |_| {});
+        assert!(first.is_ok());
+        assert!(waiter.join().unwrap().is_ok());
+    });
+    let trace = http.trace();
+    let submits: Vec<_> = trace.iter().filter(|l| l.contains("/optim_step")).collect();
+    assert!(submits[0].contains(r#""seq_id":1"#) && submits[1].contains(r#""seq_id":2"#));
+}

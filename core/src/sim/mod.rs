@@ -22,6 +22,15 @@ mod server;
 mod tests;
 
 pub use clock::VirtualClock;
-// harness exports below
+pub use harness::{run_one, Sim, SimConfig, SimReport};
 pub use http::{FakeHttp, Trace};
 pub use server::{FaultConfig, FaultyServer, Reply, Scripted, Server};
+
+#[cfg(test)]
+pub(crate) use harness::{deliver as harness_deliver, Unit};
+
+/// Wraps a machine so its result is erased (test helper).
+#[cfg(test)]
+pub(crate) fn harness_unit<M: crate::call::Machine>(m: M) -> Unit<M> {
+    Unit(m)
+}

@@ -334,7 +334,14 @@ impl FaultyServer {
                 r#"{{"type":"try_again","request_id":"{id}","queue_state":"{state}","queue_state_reason":"sim: {state}"}}"#
             );
             // Half of the waits are the server's 408 rather than a 200 try_again.
-            return Reply::json(if roll_state.is_multiple_of(2) { 200 } else { 408 }, body);
+            return Reply::json(
+                if roll_state.is_multiple_of(2) {
+                    200
+                } else {
+                    408
+                },
+                body,
+            );
         }
         let payload = future.payload.clone();
         if let Reply::Response { body, .. } = &payload {

@@ -4,7 +4,7 @@
 //! fresh optimizer.
 //!
 //! ```sh
-//! cargo run -p tinker-blocking --example resume
+//! cargo run -p tinker-blocking --example blocking_resume
 //! ```
 
 use tinker_blocking::types::{AdamParams, FinishReason, LoraConfig, LossFn};

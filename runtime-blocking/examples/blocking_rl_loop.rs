@@ -3,7 +3,7 @@
 //! continue the prompt's counting pattern), and trains with `importance_sampling`.
 //!
 //! ```sh
-//! cargo run -p tinker-blocking --example rl_loop
+//! cargo run -p tinker-blocking --example blocking_rl_loop
 //! ```
 
 use tinker_blocking::types::{

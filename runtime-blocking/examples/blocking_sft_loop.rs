@@ -3,7 +3,7 @@
 //! sampling from it.
 //!
 //! ```sh
-//! cargo run -p tinker-blocking --example sft_loop
+//! cargo run -p tinker-blocking --example blocking_sft_loop
 //! ```
 //!
 //! Offline by default (an embedded local server with a toy model); set `TINKER_API_KEY` (and

@@ -2,7 +2,7 @@
 //! optim_step submitted back to back every step), a checkpoint, then sampling from it.
 //!
 //! ```sh
-//! cargo run -p tinker-async-std --example sft_loop
+//! cargo run -p tinker-async-std --example async_std_sft_loop
 //! ```
 //!
 //! Offline by default (an embedded local server with a toy model); set `TINKER_API_KEY` (and

@@ -3,7 +3,7 @@
 //! continue the prompt's counting pattern), and trains with `importance_sampling`.
 //!
 //! ```sh
-//! cargo run -p tinker-async-std --example rl_loop
+//! cargo run -p tinker-async-std --example async_std_rl_loop
 //! ```
 
 use futures_util::future::join_all;

@@ -4,7 +4,7 @@
 //! fresh optimizer.
 //!
 //! ```sh
-//! cargo run -p tinker-async-std --example resume
+//! cargo run -p tinker-async-std --example async_std_resume
 //! ```
 
 use tinker_async_std::types::{AdamParams, FinishReason, LoraConfig, LossFn};
