@@ -10,6 +10,7 @@ runs the same calls either way.
 
 import math
 import os
+import pickle
 import sys
 
 import tinker
@@ -54,10 +55,6 @@ def mean_nll(out, data):
 def main():
     print("tinker", tinker.__version__)
     service = tinker.ServiceClient(user_metadata={"suite": "conformance"})
-    caps = service.get_server_capabilities()
-    assert caps.supported_models, "server lists no models"
-    print("caps", [m.model_name for m in caps.supported_models])
-
     training = service.create_lora_training_client(base_model=BASE_MODEL, rank=8, seed=7).result()
     info = training.get_info()
     print("model", info.model_id, info.lora_rank)
@@ -116,10 +113,13 @@ def main():
     assert lps[0] is None and all(x is not None and x <= 0 for x in lps[1:]), lps
     print("compute_logprobs", lps)
 
-    other = service.create_sampling_client(model_path=sampler_path).result()
-    other.sample(prompt, 1, types.SamplingParams(max_tokens=2)).result()
+    clone = pickle.loads(pickle.dumps(sampler))
+    clone.sample(prompt, 1, types.SamplingParams(max_tokens=2, seed=5)).result()
+
     base = service.create_sampling_client(base_model=BASE_MODEL).result()
     base.sample(prompt, 1, types.SamplingParams(max_tokens=2)).result()
+    other = service.create_sampling_client(model_path=sampler_path).result()
+    other.sample(prompt, 1, types.SamplingParams(max_tokens=2)).result()
 
     rest = tinker.RestClient()
     runs = rest.list_training_runs(limit=5).result()
@@ -128,21 +128,28 @@ def main():
     names = {c.checkpoint_id for c in ckpts.checkpoints}
     assert "weights/step-20" in names and "sampler_weights/s-20" in names, names
     rest.get_training_run(info.model_id).result()
+    caps = service.get_server_capabilities()
+    assert caps.supported_models, "server lists no models"
+    print("caps", [m.model_name for m in caps.supported_models])
     rest.list_user_checkpoints().result()
     rest.set_checkpoint_ttl_from_tinker_path(saved.path, 7200).result()
     rest.set_checkpoint_ttl_from_tinker_path(saved.path, None).result()
     rest.publish_checkpoint_from_tinker_path(saved.path).result()
     rest.unpublish_checkpoint_from_tinker_path(saved.path).result()
+    rest.delete_checkpoint_from_tinker_path(sampler_path).result()
+    after = {c.checkpoint_id for c in rest.list_checkpoints(info.model_id).result().checkpoints}
+    assert "sampler_weights/s-20" not in after, after
     wi = rest.get_weights_info_by_tinker_path(saved.path).result()
     assert wi.is_lora and wi.lora_rank == 8, wi
     rest.list_sessions().result()
 
-    # Resume with optimizer into a new training client, then delete the checkpoint.
+    # Resume with optimizer into a new training client: it holds the saved weights, so its loss
+    # on the batch equals the original client's (which has not stepped since the save).
+    expected = training.forward(batch, "cross_entropy").result().metrics["loss:sum"]
     resumed = service.create_training_client_from_state_with_optimizer(saved.path).result()
-    resumed.forward_backward(batch, "cross_entropy").result()
-    rest.delete_checkpoint_from_tinker_path(sampler_path).result()
-    after = {c.checkpoint_id for c in rest.list_checkpoints(info.model_id).result().checkpoints}
-    assert "sampler_weights/s-20" not in after, after
+    out = resumed.forward_backward(batch, "cross_entropy").result()
+    print("resumed loss:sum", out.metrics["loss:sum"], "original", expected)
+    assert math.isclose(out.metrics["loss:sum"], expected, rel_tol=1e-6), (out.metrics, expected)
 
     service.close("success", "conformance flow done").result()
     print("done")

@@ -35,7 +35,7 @@ pub(crate) fn decode_fb_request(
 }
 
 fn le_chunks<const N: usize>(bytes: &[u8], what: &str) -> Result<Vec<[u8; N]>, ApiError> {
-    if bytes.len() % N != 0 {
+    if !bytes.len().is_multiple_of(N) {
         return Err(ApiError::bad_request(format!(
             "{what}: {} bytes is not a whole number of {N}-byte values",
             bytes.len()

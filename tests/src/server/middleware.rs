@@ -202,11 +202,12 @@ fn truncated_body(body: Bytes, stall: Option<Option<u64>>) -> Body {
     let half = body.slice(..body.len() / 2);
     let head = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(half) });
     let tail = futures_util::stream::once(async move {
-        if let Some(stall_ms) = stall {
-            match stall_ms {
-                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
-                None => std::future::pending::<()>().await,
-            }
+        match stall {
+            Some(Some(ms)) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            Some(None) => std::future::pending::<()>().await,
+            // A moment of silence first, so hyper flushes the head and the first half before
+            // the connection drops (it would otherwise discard them with the error).
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
         }
         Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionReset,

@@ -376,7 +376,7 @@ pub(crate) async fn list_user_checkpoints(
         .filter(|c| !c.expired(now))
         .cloned()
         .collect();
-    all.sort_by(|a, b| b.order.cmp(&a.order));
+    all.sort_by_key(|c| std::cmp::Reverse(c.order));
     let (limit, offset) = (page.limit.unwrap_or(100), page.offset.unwrap_or(0));
     let checkpoints: Vec<_> = all
         .iter()
