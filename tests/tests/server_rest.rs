@@ -329,3 +329,90 @@ fn a_background_server_serves_callers_without_a_runtime_and_stops_when_dropped()
         "still listening after drop"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_can_be_listed_searched_traced_and_billed() {
+    let (_server, api) = start(quick()).await;
+    let first = api.session().await;
+    let second = api.session().await;
+    let model = api.model(&second, 0, 4).await;
+    let fb = api.submit_fb(&model, 1, &common::batch(), false).await;
+    api.fb_result(&fb).await;
+
+    let listed = api
+        .get("sessions?limit=20&offset=0&access_scope=owned")
+        .await
+        .json();
+    assert_eq!(listed["sessions"], json!([second, first]), "newest first");
+    let got = api
+        .get(&format!("sessions/{second}?access_scope=owned"))
+        .await
+        .json();
+    assert_eq!(got["training_run_ids"], json!([model]));
+
+    let finish = json!({"reason": {"type": "errored"}, "detail": "boom"});
+    api.post(&format!("sessions/{first}/finish"), finish).await;
+    let search = |body: Value| api.post("sessions/search", body);
+    let active = search(
+        json!({"user_metadata": {}, "owner": {"type": "own"}, "limit": 50,
+                               "statuses": [{"type": "active"}]}),
+    )
+    .await
+    .json();
+    assert_eq!(active["sessions"][0]["session_id"], json!(second));
+    assert_eq!(active["sessions"].as_array().unwrap().len(), 1);
+    let page = search(json!({"user_metadata": {}, "owner": {"type": "own"}, "limit": 1}))
+        .await
+        .json();
+    assert_eq!(page["sessions"][0]["session_id"], json!(second));
+    let next = search(
+        json!({"user_metadata": {}, "owner": {"type": "own"}, "limit": 1,
+                             "cursor": page["next_cursor"]}),
+    )
+    .await
+    .json();
+    assert_eq!(next["sessions"][0]["session_id"], json!(first));
+    assert_eq!(
+        next["sessions"][0]["status"]["reason"]["type"],
+        json!("errored")
+    );
+    assert!(next["next_cursor"].is_null());
+
+    let trace = api
+        .get(&format!("sessions/{second}/trace_export"))
+        .await
+        .json();
+    assert_eq!(trace["status"], json!("ready"));
+    let lines = api
+        .http
+        .get(trace["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(lines.lines().any(|l| l.contains("create_model")), "{lines}");
+
+    let hour = |t: i64| tinker_core::types::Timestamp::from_unix_seconds(t - t.rem_euclid(3600));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let usage = api
+        .get(&format!(
+            "billing/usage/events?starting_on={}&ending_before={}",
+            hour(now),
+            hour(now + 3600)
+        ))
+        .await
+        .json();
+    let training: Vec<_> = usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_info"]["type"] == "training")
+        .collect();
+    assert_eq!(training[0]["event_info"]["token_count"], json!(11));
+    assert_eq!(training[0]["session_id"], json!(second));
+}

@@ -53,6 +53,9 @@ pub struct LocalServerConfig {
     /// With `allow_metadata_only: true`, results larger than this many bytes are first answered
     /// `{"status": "complete_metadata", ...}`. `null` = never.
     pub metadata_only_threshold: Option<usize>,
+    /// Finished futures are forgotten this long after they finish (sooner when a
+    /// `retrieve_futures` poll acknowledges them); polling them later answers 404.
+    pub future_ttl_secs: u64,
     /// A training run's request with seq n waits for n−1; after this long without the missing
     /// request, the run skips the gap. `null` = wait forever.
     pub seq_gap_timeout_ms: Option<u64>,
@@ -96,6 +99,7 @@ impl Default for LocalServerConfig {
             try_again_polls: 0,
             queue_state: "active".into(),
             metadata_only_threshold: Some(1 << 20),
+            future_ttl_secs: 3600,
             seq_gap_timeout_ms: Some(30_000),
             archive_build_ms: 0,
             archive_redirect: true,

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -121,6 +121,7 @@ pub(crate) struct FutureSlot {
     polls: AtomicU32,
     cancelled: AtomicBool,
     done: OnceLock<Arc<Done>>,
+    done_at: OnceLock<Instant>,
     tx: watch::Sender<bool>,
 }
 
@@ -156,6 +157,9 @@ impl Default for CompletionLog {
     }
 }
 
+/// How often (in created futures) finished futures older than the TTL are dropped.
+const SWEEP_EVERY: u64 = 4096;
+
 /// Global cursor of completion events (monotonic across sessions).
 static NEXT_CURSOR: AtomicU64 = AtomicU64::new(1);
 
@@ -177,9 +181,21 @@ impl AppState {
             polls: AtomicU32::new(0),
             cancelled: AtomicBool::new(false),
             done: OnceLock::new(),
+            done_at: OnceLock::new(),
             tx: watch::channel(false).0,
         });
         self.futures.insert(slot.request_id.clone(), slot.clone());
+        // Forget old finished futures now and then, so long benchmarks do not grow without bound.
+        if self
+            .ids
+            .request
+            .load(Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
+        {
+            let ttl = Duration::from_secs(self.cfg.future_ttl_secs);
+            self.futures
+                .retain(|_, f| f.done_at.get().is_none_or(|t| t.elapsed() < ttl));
+        }
         slot
     }
 
@@ -203,6 +219,7 @@ impl AppState {
         if slot.done.set(done.clone()).is_err() {
             return;
         }
+        let _ = slot.done_at.set(Instant::now());
         slot.tx.send_replace(true);
         if let Some((sampler, clone)) = &slot.sampler {
             let completion = if done.failed() {
@@ -314,6 +331,10 @@ pub(crate) async fn retrieve_futures(
         }
         events.iter().cloned().collect::<Vec<_>>()
     };
+    // Acknowledged payloads may be deleted (protocol.md 7.7).
+    for id in &req.retrieved_request_ids {
+        st.futures.remove(id);
+    }
     let mut rx = log.tx.subscribe();
     let mut pending = collect();
     let hold = match req.timeout {

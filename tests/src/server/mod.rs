@@ -67,6 +67,9 @@ pub use faults::{Fault, FaultRule, FaultStatus};
 pub use recording::Exchange;
 
 use middleware::{ResetConnection, MAX_BODY};
+
+/// Listen backlog (the kernel caps it at `net.core.somaxconn`).
+const ACCEPT_BACKLOG: u32 = 8192;
 use state::AppState;
 
 fn api_router(st: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -259,7 +262,12 @@ impl LocalServer {
     /// Binds 127.0.0.1 (port from the config, 0 = any) and starts serving on the current tokio
     /// runtime. The server is accepting connections when this returns.
     pub async fn start(config: LocalServerConfig) -> std::io::Result<LocalServer> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, config.port)).await?;
+        // A deep accept backlog: benchmarks open thousands of connections at once, and the
+        // default (1024) makes the kernel drop or reset the overflow.
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, config.port)))?;
+        let listener = socket.listen(ACCEPT_BACKLOG)?;
         let addr = listener.local_addr()?;
         let url = format!("http://{addr}");
         let state = Arc::new(AppState::new(config)?);

@@ -45,6 +45,9 @@ impl Reply {
 
 pub async fn start(config: LocalServerConfig) -> (LocalServer, Api) {
     let server = LocalServer::start(config).await.expect("server starts");
+    // The workspace builds reqwest with `rustls-no-provider` (the tokio adapter passes its own
+    // provider explicitly); this plain test client needs one, and a test binary may install it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let api = Api {
         http: reqwest::Client::new(),
         base: server.url().to_owned(),
