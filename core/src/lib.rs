@@ -55,6 +55,7 @@ pub mod settings;
 pub mod sim;
 pub mod sse;
 pub mod telemetry;
+pub mod tokenizer;
 pub mod types;
 
 pub use error::{Error, ErrorKind, Result};

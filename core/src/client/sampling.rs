@@ -82,6 +82,32 @@ impl SamplingClient {
         &self.sampler.base_model
     }
 
+    /// The tokenizer of the sampler's base model, downloaded from the Hugging Face Hub that
+    /// `HF_ENDPOINT` / `HF_TOKEN` name (default: the public Hub) and cached for the process
+    /// (repository per [`crate::tokenizer::TokenizerRef::for_model`]).
+    #[cfg(feature = "tokenizers")]
+    pub fn get_tokenizer(
+        &self,
+    ) -> impl std::future::Future<Output = Result<crate::tokenizer::Tokenizer>> + Send + 'static
+    {
+        self.get_tokenizer_from(crate::tokenizer::HubSettings::from_env())
+    }
+
+    /// [`SamplingClient::get_tokenizer`] from an explicitly configured Hub.
+    #[cfg(feature = "tokenizers")]
+    pub fn get_tokenizer_from(
+        &self,
+        hub: crate::tokenizer::HubSettings,
+    ) -> impl std::future::Future<Output = Result<crate::tokenizer::Tokenizer>> + Send + 'static
+    {
+        crate::tokenizer::load_for_client(
+            self.shared.exec.http.clone(),
+            self.shared.settings.timeouts,
+            hub,
+            crate::tokenizer::TokenizerRef::for_model(&self.sampler.base_model, None),
+        )
+    }
+
     /// The `tinker://` path of the weights, when the client was made from one.
     pub fn model_path(&self) -> Option<&str> {
         self.sampler.model_path.as_deref()

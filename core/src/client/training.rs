@@ -108,6 +108,49 @@ impl TrainingClient {
         &self.run.info
     }
 
+    /// The tokenizer of the run's base model, downloaded from the Hugging Face Hub that
+    /// `HF_ENDPOINT` / `HF_TOKEN` name (default: the public Hub) and cached for the process.
+    /// The repository follows the SDK's rules ([`crate::tokenizer::TokenizerRef::for_model`]),
+    /// preferring the tokenizer id the server reported in `get_info`.
+    #[cfg(feature = "tokenizers")]
+    pub fn get_tokenizer(
+        &self,
+    ) -> impl std::future::Future<Output = Result<crate::tokenizer::Tokenizer>> + Send + 'static
+    {
+        self.get_tokenizer_from(crate::tokenizer::HubSettings::from_env())
+    }
+
+    /// [`TrainingClient::get_tokenizer`] from an explicitly configured Hub.
+    #[cfg(feature = "tokenizers")]
+    pub fn get_tokenizer_from(
+        &self,
+        hub: crate::tokenizer::HubSettings,
+    ) -> impl std::future::Future<Output = Result<crate::tokenizer::Tokenizer>> + Send + 'static
+    {
+        let info = &self.run.info;
+        let data = &info.model_data;
+        let model = data.model_name.as_deref().or(info.model_name.as_deref());
+        let reference =
+            model.map(|m| crate::tokenizer::TokenizerRef::for_model(m, data.tokenizer_name()));
+        let load = reference.map(|r| {
+            crate::tokenizer::load_for_client(
+                self.shared.exec.http.clone(),
+                self.shared.settings.timeouts,
+                hub,
+                r,
+            )
+        });
+        async move {
+            match load {
+                Some(load) => load.await,
+                None => Err(Error::decode(
+                    "GetInfoResponse",
+                    "model_data.model_name is missing, so the tokenizer is unknown",
+                )),
+            }
+        }
+    }
+
     /// The same run, with every call bounded by `deadline` (submission plus result).
     pub fn with_deadline(&self, deadline: Duration) -> TrainingClient {
         TrainingClient {
