@@ -181,6 +181,19 @@ impl TrainingClient {
         self.inner.get_info()
     }
 
+    /// The base model's tokenizer from the Hub `HF_ENDPOINT` names (cached for the process).
+    pub fn get_tokenizer(&self) -> Result<tinker_core::tokenizer::Tokenizer> {
+        block_on(self.inner.get_tokenizer())
+    }
+
+    /// The base model's tokenizer from an explicitly configured Hub.
+    pub fn get_tokenizer_from(
+        &self,
+        hub: tinker_core::tokenizer::HubSettings,
+    ) -> Result<tinker_core::tokenizer::Tokenizer> {
+        block_on(self.inner.get_tokenizer_from(hub))
+    }
+
     /// The same run with every call bounded by `deadline`.
     pub fn with_deadline(&self, deadline: Duration) -> TrainingClient {
         TrainingClient {
@@ -324,6 +337,19 @@ impl SamplingClient {
     /// The `tinker://` path of the weights, if any.
     pub fn model_path(&self) -> Option<&str> {
         self.inner.model_path()
+    }
+
+    /// The tokenizer of the sampler's base model from the Hub `HF_ENDPOINT` names (cached for the process).
+    pub fn get_tokenizer(&self) -> Result<tinker_core::tokenizer::Tokenizer> {
+        block_on(self.inner.get_tokenizer())
+    }
+
+    /// The sampler's base model's tokenizer from an explicitly configured Hub.
+    pub fn get_tokenizer_from(
+        &self,
+        hub: tinker_core::tokenizer::HubSettings,
+    ) -> Result<tinker_core::tokenizer::Tokenizer> {
+        block_on(self.inner.get_tokenizer_from(hub))
     }
 
     /// The same sampler with every call bounded by `deadline`.

@@ -31,6 +31,7 @@ mod clients;
 mod clock;
 mod connect;
 pub mod executor;
+pub mod hf;
 mod transport;
 
 pub use clients::{Pending, RestClient, SamplingClient, ServiceClient, TrainingClient};

@@ -41,6 +41,7 @@ mod config;
 mod error;
 pub mod faults;
 mod futures;
+pub mod hub;
 mod middleware;
 mod recording;
 mod rest;
@@ -167,6 +168,7 @@ fn router(st: Arc<AppState>) -> Router {
         .route("/_admin/jwt/expire", post(admin::expire_jwts))
         .route("/_admin/sessions/{id}/expire", post(admin::expire_session))
         .route("/_files/{token}/{name}", get(rest::download))
+        .nest("/_hub", hub::router())
         .fallback(|| async { ApiError::not_found("Not Found") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(st)
