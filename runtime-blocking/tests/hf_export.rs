@@ -235,3 +235,51 @@ fn an_invalid_token_or_a_directory_without_an_adapter_uploads_nothing() {
     );
     cleanup(&dir);
 }
+
+#[test]
+fn large_weights_go_up_in_parts_when_the_hub_asks_for_a_multipart_transfer() {
+    let server = LocalServer::start_background(LocalServerConfig::default()).unwrap();
+    // The Hub stand-in splits objects above 10 bytes into 10-byte parts.
+    let request = http::Request::post(format!("{}/_hub/_admin/lfs", server.url()))
+        .body(Bytes::from_static(br#"{"multipart_chunk_size": 10}"#))
+        .unwrap();
+    assert_eq!(
+        UreqTransport::new()
+            .send(request, Timeouts::default())
+            .unwrap()
+            .head
+            .status,
+        200
+    );
+    let dir = checkpoint_dir("multipart");
+    let weights: Vec<u8> = (0..=255u8).cycle().take(95).collect(); // 10 parts, the last one short
+    std::fs::write(dir.join("adapter_model.safetensors"), &weights).unwrap();
+
+    let report = push_to_hub(&dir, &options(&server, PATH_A).with_repo_id("parts")).unwrap();
+    assert_eq!(report.lfs_files, ["adapter_model.safetensors"]);
+    let uploaded = get(
+        &server,
+        "/local-user/parts/resolve/main/adapter_model.safetensors",
+    )
+    .1;
+    assert_eq!(uploaded, weights, "the parts were assembled in order");
+    cleanup(&dir);
+}
+
+#[test]
+fn a_pull_request_leaves_the_branch_untouched() {
+    let server = LocalServer::start_background(LocalServerConfig::default()).unwrap();
+    let dir = checkpoint_dir("pr");
+    let mut opts = options(&server, PATH_A).with_repo_id("reviewed");
+    opts.create_pr = true;
+    let report = push_to_hub(&dir, &opts).unwrap();
+    assert!(report.pull_request_url.is_some(), "{report:?}");
+    let repo = &repos(&server)["local-user/reviewed"];
+    assert_eq!(
+        repo["branches"]["main"],
+        serde_json::json!({}),
+        "main holds nothing yet"
+    );
+    assert!(repo["branches"]["refs/pr/1"]["adapter_config.json"].is_object());
+    cleanup(&dir);
+}

@@ -12,8 +12,10 @@
 //! | `POST /api/models/{org}/{name}/preupload/{rev}` | `{files: [{path, sample, size}]}` → per file `uploadMode` `lfs` (weights, binary or > 10 MiB) or `regular` |
 //! | `POST /{org}/{name}.git/info/lfs/objects/batch` | git-lfs batch API, `basic` transfer: upload + verify actions for objects not stored yet |
 //! | `PUT /_lfs/{oid}` · `POST /_lfs/{oid}/verify` | the LFS object store (the SHA-256 is checked) |
+//! | `PUT /_lfs/{oid}/part/{n}` · `POST /_lfs/{oid}/complete` | multipart transfer: each part answers an `ETag`; the completion `{oid, parts: [{partNumber, etag}]}` assembles them |
 //! | `POST /api/models/{org}/{name}/commit/{rev}` | ndjson commit: `header`, `file` (base64) and `lfsFile` lines; `?create_pr=1` commits to `refs/pr/N` |
 //! | `GET /_admin/repos` | inspection: every repo, its branches with their files, its commits |
+//! | `POST /_admin/lfs` | `{"multipart_chunk_size": N}`: objects larger than N bytes are uploaded in N-byte parts (`null`: never) |
 //! | `PUT /_admin/repos/{org}/{name}/files/{rev}/{path}` | seeds a file (no auth) |
 //!
 //! Every base model of the default configuration has a `tokenizer.json` equal to the toy
@@ -73,6 +75,10 @@ struct Repo {
 pub(crate) struct HubState {
     repos: Mutex<BTreeMap<String, Repo>>,
     lfs: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Objects larger than this are uploaded in parts (set with `POST /_admin/lfs`).
+    multipart_chunk: Mutex<Option<usize>>,
+    /// Parts received so far, by object id and part number.
+    parts: Mutex<BTreeMap<(String, usize), Vec<u8>>>,
 }
 
 /// The Hub router (state included), for `Router::nest("/_hub", …)`.
@@ -252,6 +258,26 @@ async fn handle(
             lock(&hub.lfs).insert(digest, body.to_vec());
             reply(StatusCode::OK, json!({}))
         }
+        (&Method::PUT, ["_lfs", oid, "part", n]) => {
+            let Ok(n) = n.parse::<usize>() else {
+                return error(StatusCode::BAD_REQUEST, "part number is not a number");
+            };
+            let etag = hex(&Sha256::digest(&body))[..16].to_owned();
+            lock(&hub.parts).insert(((*oid).to_owned(), n), body.to_vec());
+            let mut response = reply(StatusCode::OK, json!({}));
+            if let Ok(v) = http::HeaderValue::from_str(&format!("\"{etag}\"")) {
+                response.headers_mut().insert(http::header::ETAG, v);
+            }
+            response
+        }
+        (&Method::POST, ["_lfs", oid, "complete"]) => complete_multipart(&hub, oid, &body),
+        (&Method::POST, ["_admin", "lfs"]) => {
+            let v = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+            *lock(&hub.multipart_chunk) = v["multipart_chunk_size"]
+                .as_u64()
+                .map(|c| c.max(1) as usize);
+            reply(StatusCode::OK, json!({}))
+        }
         (&Method::POST, ["_lfs", oid, "verify"]) => {
             let size = serde_json::from_slice::<Value>(&body)
                 .ok()
@@ -372,6 +398,7 @@ fn lfs_batch(hub: &HubState, headers: &HeaderMap, repo_id: &str, body: &[u8]) ->
         return error(StatusCode::BAD_REQUEST, "body is not JSON");
     };
     let base = base_url(headers);
+    let chunk = *lock(&hub.multipart_chunk);
     let stored = lock(&hub.lfs);
     let objects: Vec<Value> = req["objects"]
         .as_array()
@@ -381,9 +408,20 @@ fn lfs_batch(hub: &HubState, headers: &HeaderMap, repo_id: &str, body: &[u8]) ->
         .map(|o| {
             let oid = o["oid"].as_str().unwrap_or_default();
             let mut object = json!({"oid": oid, "size": o["size"], "authenticated": true});
+            let size = o["size"].as_u64().unwrap_or(0) as usize;
+            let upload = match chunk {
+                Some(chunk) if size > chunk => {
+                    let mut header = json!({"chunk_size": chunk.to_string()});
+                    for n in 1..=size.div_ceil(chunk) {
+                        header[n.to_string()] = json!(format!("{base}/_lfs/{oid}/part/{n}"));
+                    }
+                    json!({"href": format!("{base}/_lfs/{oid}/complete"), "header": header})
+                }
+                _ => json!({"href": format!("{base}/_lfs/{oid}"), "header": {}}),
+            };
             if !stored.contains_key(oid) {
                 object["actions"] = json!({
-                    "upload": {"href": format!("{base}/_lfs/{oid}"), "header": {}},
+                    "upload": upload,
                     "verify": {"href": format!("{base}/_lfs/{oid}/verify"), "header": {}},
                 });
             }
@@ -399,6 +437,51 @@ fn lfs_batch(hub: &HubState, headers: &HeaderMap, repo_id: &str, body: &[u8]) ->
         http::HeaderValue::from_static("application/vnd.git-lfs+json"),
     );
     response
+}
+
+/// Assembles the parts the completion lists (in order, each with the ETag its upload got).
+fn complete_multipart(hub: &HubState, oid: &str, body: &[u8]) -> Response {
+    let req = serde_json::from_slice::<Value>(body).unwrap_or_default();
+    let mut parts = lock(&hub.parts);
+    let mut data = Vec::new();
+    for (i, part) in req["parts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let n = part["partNumber"].as_u64().unwrap_or(0) as usize;
+        if n != i + 1 {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("parts[{i}].partNumber is {n}, expected {}", i + 1),
+            );
+        }
+        let Some(chunk) = parts.remove(&(oid.to_owned(), n)) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("part {n} of {oid} was never uploaded"),
+            );
+        };
+        let etag = format!("\"{}\"", &hex(&Sha256::digest(&chunk))[..16]);
+        if part["etag"].as_str() != Some(etag.as_str()) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("parts[{i}].etag does not match part {n}"),
+            );
+        }
+        data.extend(chunk);
+    }
+    let digest = hex(&Sha256::digest(&data));
+    if digest != oid {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("assembled parts have sha256 {digest}, not {oid}"),
+        );
+    }
+    lock(&hub.lfs).insert(digest, data);
+    reply(StatusCode::OK, json!({}))
 }
 
 fn commit(
