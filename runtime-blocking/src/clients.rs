@@ -182,11 +182,13 @@ impl TrainingClient {
     }
 
     /// The base model's tokenizer from the Hub `HF_ENDPOINT` names (cached for the process).
+    #[cfg(feature = "tokenizers")]
     pub fn get_tokenizer(&self) -> Result<tinker_core::tokenizer::Tokenizer> {
         block_on(self.inner.get_tokenizer())
     }
 
     /// The base model's tokenizer from an explicitly configured Hub.
+    #[cfg(feature = "tokenizers")]
     pub fn get_tokenizer_from(
         &self,
         hub: tinker_core::tokenizer::HubSettings,
@@ -339,12 +341,15 @@ impl SamplingClient {
         self.inner.model_path()
     }
 
-    /// The tokenizer of the sampler's base model from the Hub `HF_ENDPOINT` names (cached for the process).
+    /// The tokenizer of the sampler's base model from the Hub `HF_ENDPOINT` names (cached for
+    /// the process).
+    #[cfg(feature = "tokenizers")]
     pub fn get_tokenizer(&self) -> Result<tinker_core::tokenizer::Tokenizer> {
         block_on(self.inner.get_tokenizer())
     }
 
-    /// The sampler's base model's tokenizer from an explicitly configured Hub.
+    /// The tokenizer of the sampler's base model from an explicitly configured Hub.
+    #[cfg(feature = "tokenizers")]
     pub fn get_tokenizer_from(
         &self,
         hub: tinker_core::tokenizer::HubSettings,

@@ -1,6 +1,7 @@
 //! `get_tokenizer` against the local server: the run's tokenizer id resolves to a repository of
 //! the server's Hugging Face Hub stand-in, whose `tokenizer.json` is the toy model's byte
 //! tokenizer; text and chat prompts built with it are what the toy model reads.
+#![cfg(feature = "tokenizers")]
 
 use tinker_blocking::types::{LoraConfig, SamplingParams};
 use tinker_blocking::{ErrorKind, Settings};

@@ -30,7 +30,7 @@ pub use chat::{ChatFormat, ChatRenderer, Message, SupervisedExample, TrainOnWhat
 pub use encoding::Tokenizer;
 pub use hub::{encode_segment, user_agent, HubSettings, DEFAULT_HUB_ENDPOINT};
 #[cfg(feature = "tokenizers")]
-#[cfg(feature = "tokenizers")]
 pub(crate) use load::load_for_client;
+#[cfg(feature = "tokenizers")]
 pub use load::{fetch_tokenizer, MAX_TOKENIZER_JSON_BYTES, TOKENIZER_FILE};
 pub use resolve::{TokenizerRef, DEFAULT_REVISION, LLAMA3_TOKENIZER_REPO};
