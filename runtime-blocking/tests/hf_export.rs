@@ -81,7 +81,12 @@ fn cleanup(dir: &Path) {
 fn an_adapter_is_uploaded_with_a_patched_config_and_a_model_card() {
     let server = LocalServer::start_background(LocalServerConfig::default()).unwrap();
     let dir = checkpoint_dir("upload");
-    let report = push_to_hub(&dir, &options(&server, PATH_A).with_repo_id("my-adapter")).unwrap();
+    let opts = options(&server, PATH_A).with_repo_id("my-adapter");
+    assert!(
+        !format!("{opts:?}").contains(TOKEN),
+        "the token stays out of Debug output"
+    );
+    let report = push_to_hub(&dir, &opts).unwrap();
 
     assert_eq!(
         report.repo_id, "local-user/my-adapter",

@@ -43,6 +43,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tinker_core::io::{BlockingHttp, Timeouts};
 use tinker_core::path::TinkerPath;
+use tinker_core::settings::Secret;
 use tinker_core::tokenizer::HubSettings;
 use tinker_core::types::WeightsInfoResponse;
 use tinker_core::{Error, Result};
@@ -73,8 +74,8 @@ pub struct HfPushOptions {
     pub allow_patterns: Vec<String>,
     /// Skip files matching these globs.
     pub ignore_patterns: Vec<String>,
-    /// The Hugging Face token; `None` resolves it ([`resolve_token`]).
-    pub token: Option<String>,
+    /// The Hugging Face token (redacted in `Debug`); `None` resolves it ([`resolve_token`]).
+    pub token: Option<Secret>,
     /// The token file to read when no token is given or set in the environment.
     pub token_path: Option<PathBuf>,
     /// Add a model card when the directory has no `README.md` (default `true`).
@@ -125,7 +126,7 @@ impl HfPushOptions {
 
     /// Sets the token.
     pub fn with_token(mut self, token: impl Into<String>) -> HfPushOptions {
-        self.token = Some(token.into());
+        self.token = Some(Secret::new(token));
         self
     }
 
@@ -182,7 +183,7 @@ pub fn push_to_hub_with(
 ) -> Result<HfPushReport> {
     let path = TinkerPath::parse(&options.tinker_path)?;
     let token = resolve_token(
-        options.token.as_deref(),
+        options.token.as_ref().map(Secret::expose),
         options.token_path.as_deref(),
         |k| std::env::var(k).ok(),
     )?;
