@@ -2,6 +2,11 @@
 //! client's metrics snapshot agrees, endpoint by endpoint, with what the local server recorded.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use metrics::{
+    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString, Unit,
+};
 
 use tinker_core::client::ClientOptions;
 use tinker_core::endpoints::ENDPOINTS;
@@ -62,8 +67,86 @@ fn client_counts(snapshot: &MetricsSnapshot) -> BTreeMap<String, (u64, u64)> {
         .collect()
 }
 
+/// A minimal `metrics` recorder: counter values and histogram sample counts by rendered key
+/// (`name{label=value,...}`).
+#[derive(Default)]
+struct FacadeRecorder {
+    values: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+struct Cell {
+    key: String,
+    values: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+impl CounterFn for Cell {
+    fn increment(&self, value: u64) {
+        *self
+            .values
+            .lock()
+            .unwrap()
+            .entry(self.key.clone())
+            .or_default() += value;
+    }
+    fn absolute(&self, value: u64) {
+        self.values.lock().unwrap().insert(self.key.clone(), value);
+    }
+}
+
+impl HistogramFn for Cell {
+    fn record(&self, seconds: f64) {
+        assert!(seconds >= 0.0);
+        *self
+            .values
+            .lock()
+            .unwrap()
+            .entry(self.key.clone())
+            .or_default() += 1;
+    }
+}
+
+impl FacadeRecorder {
+    fn cell(&self, key: &Key) -> Arc<Cell> {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        Arc::new(Cell {
+            key: format!("{}{{{}}}", key.name(), labels.join(",")),
+            values: self.values.clone(),
+        })
+    }
+}
+
+impl metrics::Recorder for FacadeRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.cell(key))
+    }
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.cell(key))
+    }
+}
+
+/// The facade's values, once the recorder is installed for this test binary.
+fn facade() -> &'static Arc<Mutex<BTreeMap<String, u64>>> {
+    static VALUES: OnceLock<Arc<Mutex<BTreeMap<String, u64>>>> = OnceLock::new();
+    VALUES.get_or_init(|| {
+        let recorder = FacadeRecorder::default();
+        let values = recorder.values.clone();
+        metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
+        values
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sft_loop_is_counted_per_endpoint_exactly_as_the_server_recorded_it() {
+    let facade = facade();
     let server = LocalServer::start(LocalServerConfig {
         // Short long polls: some `retrieve_future` polls answer 408 and count as failures.
         long_poll_hold_ms: 20,
@@ -126,6 +209,22 @@ async fn an_sft_loop_is_counted_per_endpoint_exactly_as_the_server_recorded_it()
         );
         let mean = l.mean_ms.unwrap();
         assert!(min <= mean && mean <= max, "{label}: {l:?}");
+    }
+
+    // The same numbers went out through the `metrics` facade (feature `metrics`).
+    let reported = facade.lock().unwrap().clone();
+    for (label, m) in &snapshot.endpoints {
+        let count = |outcome: &str| {
+            let key = format!("tinker_requests_total{{endpoint={label},outcome={outcome}}}");
+            reported.get(&key).copied().unwrap_or(0)
+        };
+        assert_eq!(
+            (count("success"), count("failure")),
+            (m.success, m.failure),
+            "{label}"
+        );
+        let samples = format!("tinker_request_duration_seconds{{endpoint={label}}}");
+        assert_eq!(reported.get(&samples).copied(), Some(m.total), "{label}");
     }
 
     service.metrics().reset();
