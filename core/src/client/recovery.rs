@@ -207,7 +207,7 @@ impl RecoveryMonitor {
 
 /// One answer for the machine.
 enum Done {
-    Run(String, std::result::Result<TrainingRun, String>),
+    Run(String, std::result::Result<Box<TrainingRun>, String>),
     Restored(String, u32, String, Result<TrainingClient>),
 }
 
@@ -276,6 +276,7 @@ async fn run(service: ServiceClient, control: Arc<Control>, hooks: RecoveryHooks
                             let run = rest
                                 .get_training_run(&run_id)
                                 .await
+                                .map(Box::new)
                                 .map_err(|e| e.to_string());
                             Done::Run(run_id, run)
                         }));
@@ -348,7 +349,7 @@ async fn run(service: ServiceClient, control: Arc<Control>, hooks: RecoveryHooks
             Some(Done::Run(run_id, result)) => {
                 control
                     .machine()
-                    .on_run(&run_id, result.as_ref().map_err(Clone::clone), now)
+                    .on_run(&run_id, result.as_deref().map_err(Clone::clone), now)
             }
             Some(Done::Restored(run_id, attempt, checkpoint, result)) => {
                 let answer = match &result {

@@ -190,6 +190,7 @@ impl RunState {
 /// use std::time::{Duration, Instant};
 /// use tinker_core::recovery::{RecoveryMachine, RecoveryOutput, RecoveryPolicy};
 ///
+/// # #[allow(clippy::disallowed_methods)]
 /// let t0 = Instant::now();
 /// let policy = RecoveryPolicy::enabled().with_poll_interval(Duration::from_secs(1));
 /// let mut m = RecoveryMachine::new(policy).unwrap();

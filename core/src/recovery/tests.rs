@@ -8,6 +8,12 @@ use crate::types::TrainingRun;
 
 const S: Duration = Duration::from_secs(1);
 
+/// An arbitrary instant the stories start from (the machine never reads the clock itself).
+fn origin() -> Instant {
+    #[allow(clippy::disallowed_methods)]
+    Instant::now()
+}
+
 fn run(id: &str, corrupted: bool, checkpoint: Option<&str>) -> TrainingRun {
     let checkpoint = checkpoint.map(|p| {
         serde_json::json!({
@@ -68,7 +74,7 @@ fn the_policy_is_off_by_default_with_tinkex_defaults() {
 #[test]
 fn a_disabled_policy_refuses_to_watch() {
     let mut m = RecoveryMachine::new(RecoveryPolicy::default()).unwrap();
-    let err = m.watch("r", Instant::now()).unwrap_err();
+    let err = m.watch("r", origin()).unwrap_err();
     assert!(err.to_string().contains("policy.enabled"), "{err}");
     assert!(m.recover("r", None).is_err());
 }
@@ -95,7 +101,7 @@ fn unusable_policies_are_rejected_naming_the_field() {
 
 #[test]
 fn a_healthy_run_is_polled_every_interval_and_nothing_else_happens() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let mut m = RecoveryMachine::new(policy()).unwrap();
     m.watch("r1", t0).unwrap();
     assert_eq!(drain(&mut m, t0), (vec![], Some(t0 + 10 * S)));
@@ -111,7 +117,7 @@ fn a_healthy_run_is_polled_every_interval_and_nothing_else_happens() {
 
 #[test]
 fn a_failed_poll_is_reported_and_the_run_stays_watched() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let mut m = RecoveryMachine::new(policy()).unwrap();
     m.watch("r1", t0).unwrap();
     let _ = drain(&mut m, t0 + 10 * S);
@@ -124,7 +130,7 @@ fn a_failed_poll_is_reported_and_the_run_stays_watched() {
 
 #[test]
 fn a_corrupted_run_is_restored_from_its_latest_checkpoint_with_optimizer() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let mut m = RecoveryMachine::new(policy()).unwrap();
     m.watch("r1", t0).unwrap();
     let _ = drain(&mut m, t0 + 10 * S);
@@ -170,7 +176,7 @@ fn a_corrupted_run_is_restored_from_its_latest_checkpoint_with_optimizer() {
 
 #[test]
 fn failures_back_off_doubling_then_exhaust_after_max_attempts() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let mut m = RecoveryMachine::new(policy().with_restore_optimizer(false)).unwrap();
     m.recover("r1", Some("tinker://r1/weights/s10".into()))
         .unwrap();
@@ -243,7 +249,7 @@ fn failures_back_off_doubling_then_exhaust_after_max_attempts() {
 
 #[test]
 fn a_run_without_a_known_checkpoint_is_fetched_and_fails_if_it_has_none() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let mut m = RecoveryMachine::new(policy().with_max_attempts(1)).unwrap();
     m.recover("r1", None).unwrap();
     assert_eq!(stages(&drain(&mut m, t0).0), ["started", "fetch r1"]);
@@ -258,7 +264,7 @@ fn a_run_without_a_known_checkpoint_is_fetched_and_fails_if_it_has_none() {
 
 #[test]
 fn a_fetched_latest_checkpoint_is_selected() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let mut m = RecoveryMachine::new(policy()).unwrap();
     m.recover("r1", None).unwrap();
     let _ = drain(&mut m, t0);
@@ -278,7 +284,7 @@ fn a_fetched_latest_checkpoint_is_selected() {
 
 #[test]
 fn a_specific_checkpoint_wins_over_the_latest() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let pinned = CheckpointStrategy::Path("tinker://r1/weights/golden".into());
     let mut m = RecoveryMachine::new(policy().with_checkpoint(pinned)).unwrap();
     m.watch("r1", t0).unwrap();
@@ -297,7 +303,7 @@ fn a_specific_checkpoint_wins_over_the_latest() {
 
 #[test]
 fn concurrency_is_bounded_and_the_queue_is_first_come_first_served() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let mut m = RecoveryMachine::new(policy()).unwrap();
     for r in ["a", "b", "c"] {
         m.recover(r, Some(format!("tinker://{r}/weights/1")))
@@ -340,7 +346,7 @@ fn concurrency_is_bounded_and_the_queue_is_first_come_first_served() {
 
 #[test]
 fn unwatching_abandons_a_pending_recovery_and_late_answers_are_ignored() {
-    let t0 = Instant::now();
+    let t0 = origin();
     let mut m = RecoveryMachine::new(policy()).unwrap();
     m.recover("a", Some("tinker://a/weights/1".into())).unwrap();
     m.recover("b", Some("tinker://b/weights/1".into())).unwrap();
@@ -365,8 +371,8 @@ fn unwatching_abandons_a_pending_recovery_and_late_answers_are_ignored() {
 #[test]
 fn stop_ends_the_machine() {
     let mut m = RecoveryMachine::new(policy()).unwrap();
-    m.watch("r1", Instant::now()).unwrap();
+    m.watch("r1", origin()).unwrap();
     m.stop();
-    assert_eq!(m.poll_output(Instant::now()), RecoveryOutput::Stopped);
-    assert!(m.watch("r2", Instant::now()).is_err());
+    assert_eq!(m.poll_output(origin()), RecoveryOutput::Stopped);
+    assert!(m.watch("r2", origin()).is_err());
 }
