@@ -61,18 +61,25 @@
 
 mod exec;
 mod housekeeping;
+mod instrumented_http;
 mod options;
 mod pending;
+mod recovery;
 mod rest;
 mod sampling;
 mod service;
+#[cfg(feature = "otel")]
+mod trace_context;
 mod training;
 
-pub use options::{ClientOptions, QueueStateEvent, QueueStateObserver};
+pub use options::{ClientOptions, HeaderInjector, QueueStateEvent, QueueStateObserver};
 pub use pending::Pending;
+pub use recovery::{Recovered, RecoveryHooks, RecoveryMonitor};
 pub use rest::RestClient;
 pub use sampling::SamplingClient;
 pub use service::{ClientIo, ServiceClient};
+#[cfg(feature = "otel")]
+pub use trace_context::{otel_injector, TRACEPARENT, TRACESTATE};
 pub use training::{SaveOptions, TrainingClient};
 
 #[cfg(test)]

@@ -28,6 +28,11 @@ pub struct QueueStateEvent {
 /// The observer type of [`ClientOptions::on_queue_state`].
 pub type QueueStateObserver = Arc<dyn Fn(&QueueStateEvent) + Send + Sync>;
 
+/// The hook type of [`ClientOptions::header_injector`]: called for every outgoing request (on the
+/// task that sends it, inside the call's `tracing` span) with an empty map to fill. Of the headers
+/// it adds, those the request already carries are dropped, so a header the user set always wins.
+pub type HeaderInjector = Arc<dyn Fn(&mut http::HeaderMap) + Send + Sync>;
+
 /// Client-wide settings that are not connection settings ([`crate::settings::Settings`] holds
 /// those).
 ///
@@ -60,6 +65,13 @@ pub struct ClientOptions {
     /// Seed of the client's PRNG (jitter, idempotency keys, telemetry ids). When unset, the
     /// runtime crates draw one from the OS; tests fix it for reproducible traces.
     pub seed: Option<u64>,
+    /// Whether requests are counted and timed in [`crate::metrics::Metrics`] (on by default;
+    /// read them with `ServiceClient::metrics`).
+    pub metrics_enabled: bool,
+    /// Adds headers to every request (see [`HeaderInjector`]). With the `otel` feature the
+    /// default injects the W3C trace context of the current span (`traceparent`,
+    /// `tracestate`) through the global OpenTelemetry propagator; otherwise none.
+    pub header_injector: Option<HeaderInjector>,
 }
 
 impl Default for ClientOptions {
@@ -71,6 +83,8 @@ impl Default for ClientOptions {
             display_name: None,
             close_flush_timeout: Duration::from_secs(2),
             seed: None,
+            metrics_enabled: true,
+            header_injector: default_header_injector(),
         }
     }
 }
@@ -87,6 +101,11 @@ impl fmt::Debug for ClientOptions {
             .field("display_name", &self.display_name)
             .field("close_flush_timeout", &self.close_flush_timeout)
             .field("seed", &self.seed)
+            .field("metrics_enabled", &self.metrics_enabled)
+            .field(
+                "header_injector",
+                &self.header_injector.as_ref().map(|_| "Fn"),
+            )
             .finish()
     }
 }
@@ -134,4 +153,35 @@ impl ClientOptions {
         self.close_flush_timeout = timeout;
         self
     }
+
+    /// Turns the request metrics on or off (on by default).
+    pub fn with_metrics(mut self, enabled: bool) -> ClientOptions {
+        self.metrics_enabled = enabled;
+        self
+    }
+
+    /// Installs a header injector, replacing the default one (see [`HeaderInjector`]).
+    pub fn with_header_injector(
+        mut self,
+        injector: impl Fn(&mut http::HeaderMap) + Send + Sync + 'static,
+    ) -> ClientOptions {
+        self.header_injector = Some(Arc::new(injector));
+        self
+    }
+
+    /// Removes the header injector (with the `otel` feature: stops trace propagation).
+    pub fn without_header_injector(mut self) -> ClientOptions {
+        self.header_injector = None;
+        self
+    }
+}
+
+#[cfg(feature = "otel")]
+fn default_header_injector() -> Option<HeaderInjector> {
+    Some(super::trace_context::otel_injector())
+}
+
+#[cfg(not(feature = "otel"))]
+fn default_header_injector() -> Option<HeaderInjector> {
+    None
 }

@@ -8,6 +8,7 @@ use futures_util::lock::Mutex as AsyncMutex;
 
 use super::exec::{CallSite, Exec};
 use super::housekeeping::Housekeeping;
+use super::instrumented_http::instrument;
 use super::options::ClientOptions;
 use super::rest::RestClient;
 use super::sampling::SamplingClient;
@@ -19,6 +20,7 @@ use crate::endpoints::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::io::{AsyncHttp, AsyncRuntime};
 use crate::ledger::{Ledger, SharedLedger};
+use crate::metrics::Metrics;
 use crate::retry::ClientKind;
 use crate::settings::{ApiKey, Settings};
 use crate::types::{
@@ -72,6 +74,8 @@ enum Lifecycle {
 /// State shared by a service client and every client it created.
 pub(crate) struct Shared {
     pub(crate) exec: Exec,
+    /// Request counters and latencies (empty forever when `metrics_enabled` is off).
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) settings: Settings,
     pub(crate) options: ClientOptions,
     startup: AsyncMutex<()>,
@@ -242,8 +246,15 @@ impl ServiceClient {
         let context = RequestContext::from_settings(&settings)?.with_platform(io.platform.clone());
         let mut ledger = Ledger::new(context, options.seed.unwrap_or(DEFAULT_SEED));
         ledger.set_wall_clock(io.wall_clock.0, io.wall_clock.1);
+        let metrics = options.metrics_enabled.then(|| Arc::new(Metrics::new()));
+        let http = instrument(
+            io.http,
+            io.runtime.clone(),
+            metrics.clone(),
+            options.header_injector.clone(),
+        );
         let exec = Exec {
-            http: io.http,
+            http,
             runtime: io.runtime,
             ledger: SharedLedger::new(ledger),
             observer: options.queue_state_observer.clone(),
@@ -251,6 +262,7 @@ impl ServiceClient {
         Ok(ServiceClient {
             shared: Arc::new(Shared {
                 exec,
+                metrics: metrics.unwrap_or_default(),
                 settings,
                 options,
                 startup: AsyncMutex::new(()),
@@ -270,6 +282,21 @@ impl ServiceClient {
     /// The options in use.
     pub fn options(&self) -> &ClientOptions {
         &self.shared.options
+    }
+
+    /// Request counters and latency histograms per endpoint of this client and every client it
+    /// created (empty when [`ClientOptions::metrics_enabled`] is off).
+    ///
+    /// ```no_run
+    /// # fn demo(service: tinker_core::client::ServiceClient) {
+    /// let snapshot = service.metrics().snapshot();
+    /// if let Some(fb) = snapshot.endpoints.get("forward_backward") {
+    ///     println!("{} forward_backward, p99 {:?} ms", fb.total, fb.latency.p99_ms);
+    /// }
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// The session id, starting the session if needed.

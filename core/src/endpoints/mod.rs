@@ -498,6 +498,8 @@ fn finish(
         .body(bytes)
         .map_err(|e| Error::invalid("request URL", format!("{uri:?} is not a valid URL: {e}")))?;
     *req.headers_mut() = headers;
+    // Lets the metrics hook name the endpoint without parsing the URL (cardinality stays fixed).
+    req.extensions_mut().insert(spec.id);
     Ok(req)
 }
 

@@ -35,6 +35,7 @@
 //! `/_admin/` control endpoints.
 
 pub mod admin;
+mod admin_recovery;
 mod auth;
 mod codec;
 mod config;
@@ -167,6 +168,11 @@ fn router(st: Arc<AppState>) -> Router {
         )
         .route("/_admin/jwt/expire", post(admin::expire_jwts))
         .route("/_admin/sessions/{id}/expire", post(admin::expire_session))
+        .route("/_admin/corrupt_run", post(admin_recovery::corrupt_run))
+        .route(
+            "/_admin/unloadable_checkpoint",
+            post(admin_recovery::unloadable_checkpoint),
+        )
         .route("/_files/{token}/{name}", get(rest::download))
         .nest("/_hub", hub::router())
         .fallback(|| async { ApiError::not_found("Not Found") })

@@ -106,7 +106,7 @@ impl AppState {
             model_owner: self.cfg.user_urn.clone(),
             is_lora: true,
             last_request_time: timestamp(last),
-            corrupted: false,
+            corrupted: self.recovery.is_corrupted(id),
             lora_rank: Some(run.info.lora.rank),
             last_checkpoint: self
                 .latest_checkpoint(id, CheckpointKind::Weights)

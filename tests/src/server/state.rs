@@ -174,6 +174,8 @@ pub(crate) struct AppState {
     pub faults: FaultSchedule,
     pub recorder: Recorder,
     pub model_permits: Semaphore,
+    /// Runs reported corrupted and checkpoints that fail to load (`/_admin/`, recovery tests).
+    pub recovery: super::admin_recovery::RecoveryFaults,
 }
 
 impl AppState {
@@ -206,6 +208,7 @@ impl AppState {
             faults: FaultSchedule::new(cfg.faults.clone(), cfg.seed),
             recorder: Recorder::new(cfg.record_limit, cfg.record_path.as_deref())?,
             model_permits: Semaphore::new(workers.max(1)),
+            recovery: Default::default(),
             cfg,
         })
     }

@@ -739,6 +739,11 @@ pub(crate) async fn save_weights_external(
 
 /// Reads a stored snapshot.
 fn load_snapshot(st: &AppState, path: &str) -> Result<(CheckpointRecord, Snapshot), ModelError> {
+    if st.recovery.is_unloadable(path) {
+        return Err(ModelError::user(format!(
+            "checkpoint {path} could not be loaded: its data is damaged"
+        )));
+    }
     let record = st.checkpoint_by_path(path).map_err(|e| {
         ModelError::user(
             e.detail
