@@ -313,6 +313,8 @@ async fn bad_requests_get_fastapi_shaped_errors() {
 fn a_background_server_serves_callers_without_a_runtime_and_stops_when_dropped() {
     let server = LocalServer::start_background(LocalServerConfig::default()).unwrap();
     let addr = server.addr();
+    // This test may run before any other in the binary has installed the rustls provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = tokio::runtime::Runtime::new().unwrap();
     let health = client.block_on(async {
         reqwest::get(format!("{}/api/v1/healthz", server.url()))
