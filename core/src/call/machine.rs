@@ -15,14 +15,16 @@ use crate::endpoints::{
     IdempotencyRule, Reply, RetrieveFuture,
 };
 use crate::error::{Error, Result, StatusError};
-use crate::flow::{BytePermit, DispatchEntry, DispatchProgress};
+use crate::flow::{BytePermit, Completion, DispatchEntry, DispatchProgress, PollerFailure};
 use crate::io::{Timeouts, TransportError};
 use crate::ledger::Ledger;
 use crate::retry::holder_layer::{HolderDecision, HolderRetry};
 use crate::retry::http_layer::{self, HttpDecision};
 use crate::retry::poll::{PollAction, PollErrors, PollFatal};
 use crate::retry::{BillingVerdict, ClientKind, DelaySource, Failure, QueueState};
-use crate::types::{FutureReply, RetrieveFutureRequest, TryAgainResponse, UntypedFuture};
+use crate::types::{
+    FutureReply, RetrieveFutureRequest, RetrieveFuturesResponse, TryAgainResponse, UntypedFuture,
+};
 
 /// The read timeout of one `retrieve_future` poll (7.1).
 const POLL_READ_TIMEOUT: Duration = Duration::from_secs(45);
@@ -35,6 +37,9 @@ enum Step {
     Resend,
     /// POST `retrieve_future`.
     Poll,
+    /// POST `retrieve_futures` for every waiting sample of the session (this call holds the
+    /// poller's lease, 7.7).
+    BatchPoll,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +54,8 @@ enum Stage {
     Sleeping(Instant, Step),
     /// Reserving a metadata-only payload's bytes from the inflight budget (7.4).
     Reserve(u64),
+    /// Waiting for the session's `retrieve_futures` poller to report this future (7.7).
+    AwaitCompletion,
     /// Result handed out (or about to be).
     Finished,
 }
@@ -122,6 +129,10 @@ pub struct Call {
     done: bool,
     failure: Option<Failure>,
     last_queue_state: Option<String>,
+    /// The completion poller this call waits on, while registered with it.
+    poller: Option<(String, u64)>,
+    /// The poller reported this future: it is acknowledged once the call ends.
+    completion_seen: bool,
 }
 
 impl std::fmt::Debug for dyn Submission {
@@ -178,6 +189,8 @@ impl Call {
             done: false,
             failure: None,
             last_queue_state: None,
+            poller: None,
+            completion_seen: false,
         })
     }
 
@@ -231,13 +244,38 @@ impl Call {
 
     fn release_all(&mut self, ledger: &mut Ledger) {
         self.release_submission(ledger);
+        self.leave_poller(ledger);
         if let Some(p) = self.held.inflight.take() {
             ledger.release_inflight_bytes(p);
         }
     }
 
+    /// Deregisters from the completion poller (once): hands back its lease if this call holds
+    /// it, and acknowledges the future if the poller reported it.
+    fn leave_poller(&mut self, ledger: &mut Ledger) {
+        let Some((session, clone)) = self.poller.take() else {
+            return;
+        };
+        let id = self.request_id().unwrap_or_default().to_owned();
+        let poller = ledger.completion_poller(&session, clone);
+        if let Stage::InFlight(attempt, Step::BatchPoll) = self.stage {
+            poller.release(attempt.0);
+        }
+        if self.completion_seen {
+            poller.retrieved(&id);
+        } else {
+            poller.unwatch(&id);
+        }
+        ledger.bump();
+    }
+
     fn timeout_error(&self, now: Instant) -> Error {
-        let waiting_for = if self.future.is_some() {
+        let waiting_for = if self.poller.is_some() && !self.completion_seen {
+            format!(
+                "the completion of {} (retrieve_futures poller)",
+                self.label()
+            )
+        } else if self.future.is_some() {
             format!("the result of {}", self.label())
         } else {
             format!("the submission of {}", self.label())
@@ -295,6 +333,33 @@ impl Call {
                     .build_attempt(ledger.context(), &headers)
                     .map(|r| (r, self.submission.read_timeout_duration()))
             }
+            Step::BatchPoll => {
+                let Some((session, clone)) = self.poller.clone() else {
+                    return Output::Done(Err(Error::Closed("no completion poller".into())));
+                };
+                let lease = ledger
+                    .completion_poller(&session, clone)
+                    .lease_long_poll(attempt.0, now);
+                let crate::flow::Lease::Send(poll) = lease else {
+                    // Someone else took the lease meanwhile: wait for them.
+                    self.stage = Stage::AwaitCompletion;
+                    return self.poll_output(ledger, now);
+                };
+                let headers = AttemptHeaders {
+                    idempotency_key: new_key(
+                        ledger,
+                        EndpointId::RetrieveFutures.spec().idempotency,
+                    ),
+                    retry_count: 0,
+                    sdk_method: self.opts.sdk_method.clone(),
+                };
+                let read = crate::endpoints::ApiRequest::read_timeout(&poll).duration();
+                let built = ledger.context().build(&poll, &headers);
+                if built.is_err() {
+                    ledger.completion_poller(&session, clone).release(attempt.0);
+                }
+                built.map(|r| (r, read))
+            }
             Step::Poll => {
                 let next = self.next_poll(now);
                 let headers = AttemptHeaders {
@@ -339,7 +404,8 @@ impl Call {
         RetrieveFuture {
             body: RetrieveFutureRequest {
                 request_id,
-                allow_metadata_only: true,
+                // False when the retrieve_futures poller already reported the result (7.7).
+                allow_metadata_only: self.allow_metadata_only,
             },
             request_type: self.submission.result_type(),
             iteration: 0,
@@ -423,6 +489,7 @@ impl Call {
                     });
                     self.future = Some(future);
                     self.stage = Stage::Ready(Step::Poll);
+                    self.watch_completion(ledger);
                 }
                 Err(e) => self.finish(ledger, Err(e)),
             },
@@ -572,6 +639,139 @@ impl Call {
             s.request_id = self.request_id().map(str::to_owned);
         }
         e
+    }
+
+    // ------------------------------------------------------------------ retrieve_futures (7.7)
+
+    /// After the submit: a sample whose session uses the `retrieve_futures` poller registers
+    /// with it instead of long-polling its own future.
+    fn watch_completion(&mut self, ledger: &mut Ledger) {
+        if self.spec.id != EndpointId::ASample
+            || !ledger.client_config().sample_use_retrieve_futures
+        {
+            return;
+        }
+        let Some((session, clone)) = self.opts.completions.clone() else {
+            return;
+        };
+        let id = self.request_id().unwrap_or_default().to_owned();
+        ledger.completion_poller(&session, clone).watch(&id);
+        self.poller = Some((session, clone));
+        self.stage = Stage::AwaitCompletion;
+    }
+
+    fn await_completion(&mut self, ledger: &mut Ledger, now: Instant) -> Output<CallResult> {
+        let Some((session, clone)) = self.poller.clone() else {
+            self.stage = Stage::Ready(Step::Poll);
+            return self.poll_output(ledger, now);
+        };
+        let id = self.request_id().unwrap_or_default().to_owned();
+        let deadline = self.opts.deadline;
+        let attempt = AttemptId(ledger.next_id());
+        let poller = ledger.completion_poller(&session, clone);
+        if let Some(completion) = poller.take(&id) {
+            // Fetch the payload (or the error) with ordinary polls that refuse metadata-only
+            // replies, reserving the announced size first (7.7).
+            self.completion_seen = true;
+            self.allow_metadata_only = false;
+            self.stage = match completion {
+                Completion::Finished {
+                    payload_bytes: Some(n),
+                } if n > 0 => Stage::Reserve(n),
+                _ => Stage::Ready(Step::Poll),
+            };
+            return self.poll_output(ledger, now);
+        }
+        if let Some(why) = poller.stopped() {
+            let e = Error::Transport {
+                endpoint: "/api/v1/retrieve_futures".into(),
+                message: format!("{why}; request {id} is still unfinished"),
+                attempts: self.attempts,
+            };
+            self.failure = None;
+            self.finish(ledger, Err(e));
+            return self.poll_output(ledger, now);
+        }
+        match poller.lease_long_poll(attempt.0, now) {
+            crate::flow::Lease::Send(_) => {
+                // Give the lease back and take it again inside `transmit`, which owns building.
+                poller.release(attempt.0);
+                self.transmit(ledger, Step::BatchPoll, now)
+            }
+            crate::flow::Lease::SleepUntil(at) => Output::Wait(
+                Wait::until(at)
+                    .merge(Wait::blocked(BlockReason::Completion, ledger.generation()))
+                    .or_deadline(deadline),
+            ),
+            crate::flow::Lease::Busy | crate::flow::Lease::Idle => Output::Wait(
+                Wait::blocked(BlockReason::Completion, ledger.generation()).or_deadline(deadline),
+            ),
+        }
+    }
+
+    fn on_batch_poll_input(
+        &mut self,
+        ledger: &mut Ledger,
+        attempt: AttemptId,
+        input: Input,
+        now: Instant,
+    ) {
+        self.stage = Stage::AwaitCompletion;
+        let Some((session, clone)) = self.poller.clone() else {
+            return;
+        };
+        let (failure, detail) = match input {
+            Input::Transport(e) => (
+                Failure::Transport(e.kind),
+                format!("transport error: {}", e.message),
+            ),
+            Input::Response(parts, body) => {
+                let status = parts.status.as_u16();
+                match Failure::from_response(
+                    status,
+                    &parts.headers,
+                    body.is_empty(),
+                    ledger.proxy_credits(),
+                ) {
+                    None => match crate::endpoints::decode_json::<RetrieveFuturesResponse>(&body) {
+                        Ok(reply) => {
+                            ledger
+                                .completion_poller(&session, clone)
+                                .on_reply(attempt.0, reply);
+                            ledger.bump();
+                            return;
+                        }
+                        Err(e) => (Failure::Permanent, e.to_string()),
+                    },
+                    Some(f) => (
+                        f,
+                        format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
+                    ),
+                }
+            }
+        };
+        let mut billing = std::mem::take(ledger.billing());
+        let outcome = ledger.completion_poller(&session, clone).on_failure(
+            attempt.0,
+            failure,
+            &detail,
+            now,
+            &mut billing,
+        );
+        *ledger.billing() = billing;
+        ledger.bump();
+        match outcome {
+            Some(PollerFailure::Retrying(at)) => self.events.push_back(Event::Retrying {
+                endpoint: "/api/v1/retrieve_futures",
+                attempt: self.attempts,
+                delay: at.saturating_duration_since(now),
+                reason: describe(failure),
+            }),
+            Some(PollerFailure::BillingPaused { log_now: true, .. }) => {
+                self.events.push_back(Event::BillingPaused);
+            }
+            _ => {}
+        }
     }
 
     // ------------------------------------------------------------------ poll outcomes
@@ -765,6 +965,7 @@ impl Machine for Call {
                 Stage::InFlight(expected, step) if expected == attempt => match step {
                     Step::Submit | Step::Resend => self.on_submit_input(ledger, input, now),
                     Step::Poll => self.on_poll_input(ledger, input, now),
+                    Step::BatchPoll => self.on_batch_poll_input(ledger, attempt, input, now),
                 },
                 _ => {} // a stale attempt (after a timeout or cancel): ignore it
             }
@@ -806,6 +1007,7 @@ impl Machine for Call {
                         .or_deadline(deadline),
                 ),
             },
+            Stage::AwaitCompletion => self.await_completion(ledger, now),
             Stage::Finished => {
                 // finish() always leaves a result; reaching here means it was taken above.
                 self.done = true;

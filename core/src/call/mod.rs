@@ -67,6 +67,8 @@ pub enum BlockReason {
     SamplingDispatch,
     /// The inflight response byte budget is exhausted (metadata-only reply, 7.4).
     InflightBytes,
+    /// Waiting for the session's `retrieve_futures` poller (another call holds its lease, 7.7).
+    Completion,
 }
 
 /// How long a machine has nothing to do.
@@ -235,6 +237,9 @@ pub struct CallOptions {
     pub queue_client: Option<(ClientKind, String)>,
     /// Connect timeout override (default 5 s); the read timeout is the endpoint's.
     pub connect_timeout: Option<Duration>,
+    /// The (sampling session, clone id) whose `retrieve_futures` poller reports this sample's
+    /// completion when client config `sample_use_retrieve_futures` is on (protocol.md 7.7).
+    pub completions: Option<(String, u64)>,
 }
 
 impl CallOptions {

@@ -35,7 +35,9 @@ use std::task::Waker;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::endpoints::RequestContext;
-use crate::flow::{Acquire, ByteBudget, BytePermit, SamplingDispatch, SamplingDispatchConfig};
+use crate::flow::{
+    Acquire, ByteBudget, BytePermit, CompletionPoller, SamplingDispatch, SamplingDispatchConfig,
+};
 use crate::retry::sampling_layer::{ProgressWatch, SamplingRetryConfig};
 use crate::retry::{
     BillingPause, ClientKind, ProxyRejectionCredits, QueueStateTracker, RetryBudget,
@@ -77,6 +79,7 @@ pub struct Ledger {
     sampling_retry: SamplingRetryConfig,
     progress: BTreeMap<String, ProgressWatch>,
     abandoned_futures: Vec<String>,
+    completion_pollers: BTreeMap<(String, u64), CompletionPoller>,
 }
 
 impl Ledger {
@@ -110,6 +113,7 @@ impl Ledger {
             sampling_retry: SamplingRetryConfig::default(),
             progress: BTreeMap::new(),
             abandoned_futures: Vec::new(),
+            completion_pollers: BTreeMap::new(),
         }
     }
 
@@ -423,6 +427,26 @@ impl Ledger {
         self.abandoned_futures.drain(..n).collect()
     }
 
+    /// The `retrieve_futures` completion poller of a sampling session's clone (7.7), created on
+    /// first use.
+    pub fn completion_poller(
+        &mut self,
+        sampling_session_id: &str,
+        cloned_sampler_id: u64,
+    ) -> &mut CompletionPoller {
+        self.completion_pollers
+            .entry((sampling_session_id.to_owned(), cloned_sampler_id))
+            .or_insert_with(|| CompletionPoller::new(sampling_session_id, cloned_sampler_id))
+    }
+
+    /// Every completion poller, keyed by (sampling session, clone id): the housekeeper sends
+    /// their leftover acknowledgements.
+    pub fn completion_pollers_mut(
+        &mut self,
+    ) -> impl Iterator<Item = (&(String, u64), &mut CompletionPoller)> {
+        self.completion_pollers.iter_mut()
+    }
+
     /// Whether every budget and gate is back to capacity and no turn is open: what a quiet
     /// session must look like (the simulator checks it after every run).
     pub fn is_quiescent(&self) -> bool {
@@ -433,6 +457,10 @@ impl Ledger {
             && self.sampling.in_flight() == 0
             && self.sampling.bytes_balance() == self.sampling.config().bytes as i64
             && self.turns.open_turns() == 0
+            && self
+                .completion_pollers
+                .values()
+                .all(CompletionPoller::is_idle)
     }
 }
 

@@ -37,6 +37,9 @@ pub struct SimConfig {
     pub deadline_probability: f64,
     /// The server's faults.
     pub faults: FaultConfig,
+    /// Samples learn of their completion from the `retrieve_futures` session poller (client
+    /// config `sample_use_retrieve_futures`, protocol.md 7.7) instead of long-polling each future.
+    pub retrieve_futures: bool,
 }
 
 impl Default for SimConfig {
@@ -49,6 +52,7 @@ impl Default for SimConfig {
             cancel_probability: 0.002,
             deadline_probability: 0.1,
             faults: FaultConfig::rough(),
+            retrieve_futures: false,
         }
     }
 }
@@ -163,6 +167,11 @@ impl Sim {
         let mut report = SimReport::default();
         let clock = VirtualClock::new(start);
         let mut ledger = Sim::ledger(config.seed);
+        if config.retrieve_futures {
+            let mut client = ledger.client_config().clone();
+            client.sample_use_retrieve_futures = true;
+            ledger.set_client_config(client);
+        }
         let mut server = FaultyServer::new(config.seed ^ 0x5EED, config.faults);
         let mut rng = Rng::from_seed(config.seed.wrapping_mul(31).wrapping_add(7));
         let mut slots: Vec<Slot> = Vec::new();
@@ -355,7 +364,9 @@ impl Sim {
                     match slot.machine.poll_output(ledger, now) {
                         Output::Transmit(t) => {
                             let path = t.request.uri().path().to_owned();
-                            if !path.ends_with("/retrieve_future") {
+                            if !path.ends_with("/retrieve_future")
+                                && !path.ends_with("/retrieve_futures")
+                            {
                                 let retry = header(&t.request, "x-stainless-retry-count")
                                     .parse()
                                     .unwrap_or(0);

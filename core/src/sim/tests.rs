@@ -94,3 +94,48 @@ fn a_clean_server_completes_every_call() {
     assert_eq!(report.failed, 0);
     assert_eq!(report.succeeded, 2 * 6 + 4 + 2);
 }
+
+#[test]
+fn samples_waiting_on_the_retrieve_futures_poller_keep_every_invariant() {
+    let t0 = start();
+    let (mut samples_done, mut cancelled) = (0, 0);
+    for seed in 0..80 {
+        let report = Sim::run(
+            SimConfig {
+                seed,
+                samples: 12,
+                cancel_probability: 0.02,
+                retrieve_futures: true,
+                ..SimConfig::default()
+            },
+            t0,
+        );
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:#?}",
+            report.violations
+        );
+        // The samples were told of their completion by the session poller: none long-polled
+        // its own future (a sample's `retrieve_future` only fetches a reported payload).
+        let sample_lines = || report.trace.iter().filter(|r| r.starts_with("sample"));
+        assert!(
+            sample_lines().any(|r| r.contains("/retrieve_futures ")),
+            "seed {seed}"
+        );
+        let fetches: Vec<&String> = sample_lines()
+            .filter(|r| r.contains("/retrieve_future "))
+            .collect();
+        assert!(
+            fetches
+                .iter()
+                .all(|r| r.contains(r#""allow_metadata_only":false"#)),
+            "seed {seed}: a sample long-polled its own future: {fetches:#?}"
+        );
+        samples_done += fetches.len();
+        cancelled += report.cancelled;
+    }
+    assert!(
+        cancelled > 0,
+        "no cancellation exercised the lease hand-over"
+    );
+}
