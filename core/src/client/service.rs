@@ -247,6 +247,7 @@ impl ServiceClient {
             runtime: io.runtime,
             ledger: SharedLedger::new(ledger),
             observer: options.queue_state_observer.clone(),
+            telemetry: Arc::default(),
         };
         Ok(ServiceClient {
             shared: Arc::new(Shared {
@@ -507,6 +508,7 @@ impl ServiceClient {
             }
         }
         if let Some(h) = self.shared.take_housekeeping() {
+            h.end_session(exec);
             let deadline = exec.runtime.now() + self.shared.options.close_flush_timeout;
             h.stop(deadline);
             h.wait_stopped(&*exec.runtime, deadline).await;

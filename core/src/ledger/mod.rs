@@ -80,6 +80,7 @@ pub struct Ledger {
     progress: BTreeMap<String, ProgressWatch>,
     abandoned_futures: Vec<String>,
     completion_pollers: BTreeMap<(String, u64), CompletionPoller>,
+    background_waker: Option<Waker>,
 }
 
 impl Ledger {
@@ -114,6 +115,7 @@ impl Ledger {
             progress: BTreeMap::new(),
             abandoned_futures: Vec::new(),
             completion_pollers: BTreeMap::new(),
+            background_waker: None,
         }
     }
 
@@ -418,7 +420,22 @@ impl Ledger {
         if self.dynamic.sample_cancel_enabled {
             self.abandoned_futures.push(request_id);
             self.bump();
+            // Woken by the shared wrapper after unlocking, like every other waiter.
+            if let Some(w) = self.background_waker.take() {
+                self.wakers.push(w);
+            }
         }
+    }
+
+    /// Whether abandoned sample futures wait for their `cancel_future`.
+    pub fn has_abandoned_futures(&self) -> bool {
+        !self.abandoned_futures.is_empty()
+    }
+
+    /// Registers the housekeeper's waker: woken once when a future is abandoned, so cancels go
+    /// out promptly rather than at the housekeeper's next timer.
+    pub fn set_background_waker(&mut self, waker: &Waker) {
+        self.background_waker = Some(waker.clone());
     }
 
     /// Takes up to `max` abandoned sample futures to cancel.
