@@ -27,7 +27,7 @@ mod submission;
 mod tests;
 
 pub use machine::Call;
-pub use submission::Submission;
+pub use submission::{Submission, WithCredential};
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -69,6 +69,8 @@ pub enum BlockReason {
     InflightBytes,
     /// Waiting for the session's `retrieve_futures` poller (another call holds its lease, 7.7).
     Completion,
+    /// Waiting for another request's JWT exchange before replaying (2.3).
+    Credential,
 }
 
 /// How long a machine has nothing to do.
@@ -157,6 +159,12 @@ pub enum Event {
     },
     /// The billing pause is in force (402): "The job is paused due to billing status".
     BillingPaused,
+    /// The server reported this call's queue state again, unchanged for its client (the
+    /// tracker only reports changes); kept by handles so a timeout can name it.
+    StillQueued {
+        /// The state and its reason, e.g. `paused_capacity (reason)`.
+        queue_state: String,
+    },
 }
 
 /// What a machine wants next.

@@ -282,6 +282,9 @@ impl EventSink {
                     self.telemetry.record(kind, severity, self.runtime.now());
                 }
             }
+            Event::StillQueued { queue_state } => {
+                lock(&self.wait).queue_state = Some(queue_state);
+            }
             Event::BillingPaused => {
                 tracing::warn!("The job is paused due to billing status");
             }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::exec::{CallSite, Exec};
 use super::pending::race;
 use super::service::Shared;
+use crate::auth::BackgroundRefresh;
 use crate::endpoints::{GetDynamicConfig, SendTelemetry};
 use crate::error::Error;
 use crate::error::ErrorKind;
@@ -259,6 +260,31 @@ impl Future for Nudged {
     }
 }
 
+/// Exchanges the API key for a fresh JWT in the background; on failure the ledger schedules the
+/// next attempt 60 s later and requests keep the cached token while it lasts.
+async fn refresh_jwt(exec: &Exec) {
+    let site = CallSite::new("", Some(BACKGROUND_REQUEST_TIMEOUT * 3));
+    let op = match exec.start(&site, crate::ops::exchange_token) {
+        Ok(op) => op,
+        Err(e) => {
+            tracing::debug!(error = %e, "JWT refresh could not start");
+            return;
+        }
+    };
+    let result = exec.run(op, site).await;
+    let now = exec.runtime.now();
+    let mut ledger = exec.ledger.lock();
+    let outcome = result.and_then(|token| ledger.install_jwt(token.jwt, now));
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, "JWT refresh failed; retrying in 60 s");
+        let unauthorized = e.status() == Some(401);
+        if let Some(jwt) = ledger.jwt_mut() {
+            jwt.on_exchange_failed(now, unauthorized);
+        }
+    }
+    ledger.bump();
+}
+
 /// Sends `cancel_future` for `request_ids` in parallel; failures are only logged (7.8).
 async fn cancel_abandoned(exec: &Exec, request_ids: Vec<String>, timeout: Duration) {
     let sends = request_ids.into_iter().map(|request_id| {
@@ -388,6 +414,17 @@ async fn run(
         if acknowledge_retrieved(&exec, budget(ACK_POLL_TIMEOUT)).await {
             continue;
         }
+        // The JWT, refreshed at 45-55 % of its lifetime (2.3).
+        let refresh = exec.ledger.lock().jwt().map(|j| j.poll_background(now));
+        let mut jwt_wake = None;
+        match refresh {
+            Some(BackgroundRefresh::Exchange) if shutdown_at.is_none() => {
+                refresh_jwt(&exec).await;
+                continue;
+            }
+            Some(BackgroundRefresh::WaitUntil(at)) => jwt_wake = Some(at),
+            _ => {}
+        }
         match hk.poll(now) {
             HousekeeperAction::SendHeartbeat => {
                 let site = CallSite::new("", Some(budget(BACKGROUND_REQUEST_TIMEOUT)));
@@ -446,6 +483,7 @@ async fn run(
                 );
             }
             HousekeeperAction::WaitUntil(at) => {
+                let at = jwt_wake.map_or(at, |j| j.min(at));
                 let nudged = Nudged {
                     control: control.clone(),
                     exec: exec.clone(),

@@ -20,11 +20,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::io::{AsyncHttp, AsyncRuntime};
 use crate::ledger::{Ledger, SharedLedger};
 use crate::retry::ClientKind;
-use crate::settings::{ApiKey, Settings};
+use crate::settings::Settings;
 use crate::types::{
-    AuthTokenRequest, ClientConfig, CreateModelRequest, CreateSamplingSessionRequest,
-    CreateSessionRequest, DynamicConfig, FinishReason, GetInfoRequest, LoadWeightsRequest,
-    LoadWeightsResponse, LoraConfig, ServerCapabilities,
+    ClientConfig, CreateModelRequest, CreateSamplingSessionRequest, CreateSessionRequest,
+    DynamicConfig, FinishReason, GetInfoRequest, LoadWeightsRequest, LoadWeightsResponse,
+    LoraConfig, ServerCapabilities,
 };
 
 /// What a runtime crate hands the client layer: its HTTP stack, its timers and spawner, and the
@@ -128,14 +128,25 @@ impl Shared {
             )
             .await?;
         if config.pjwt_auth_enabled {
-            let token = exec
-                .direct(
-                    AuthTokenRequest {},
-                    CallSite::new("ServiceClient.startup", None),
-                )
-                .await?;
-            let jwt = ApiKey::new(token.jwt)?;
-            exec.ledger.lock().context_mut().set_credential(jwt);
+            // From now on the ledger keeps the token fresh: the housekeeper refreshes it at
+            // half-life, and a request whose token is rejected exchanges and replays once.
+            let site = CallSite::new("ServiceClient.startup", None);
+            let op = exec.start(&site, |ledger, opts| {
+                ledger.enable_jwt();
+                crate::ops::exchange_token(ledger, opts)
+            })?;
+            let result = exec.run(op, site).await;
+            let now = exec.runtime.now();
+            let mut ledger = exec.ledger.lock();
+            match result {
+                Ok(token) => ledger.install_jwt(token.jwt, now)?,
+                Err(e) => {
+                    if let Some(jwt) = ledger.jwt_mut() {
+                        jwt.on_exchange_failed(now, e.status() == Some(401));
+                    }
+                    return Err(e);
+                }
+            }
         }
         let dynamic = match exec
             .direct(

@@ -431,4 +431,116 @@ mod tests {
         p.watch("a");
         assert_eq!(p.lease_ack_poll(1, now), None);
     }
+
+    mod conservation {
+        use super::*;
+        use crate::io::TransportErrorKind;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Watch(u8),
+            Lease,
+            Reply(Vec<u8>),
+            Fail,
+            Release,
+            Take(u8),
+            Unwatch(u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0u8..12).prop_map(Op::Watch),
+                Just(Op::Lease),
+                proptest::collection::vec(0u8..12, 0..4).prop_map(Op::Reply),
+                Just(Op::Fail),
+                Just(Op::Release),
+                (0u8..12).prop_map(Op::Take),
+                (0u8..12).prop_map(Op::Unwatch),
+            ]
+        }
+
+        proptest! {
+            /// Whatever happens to polls (replies, failures, lease holders giving up), every
+            /// request whose payload was fetched or abandoned after completing is acknowledged
+            /// to the server exactly once, and nothing else is.
+            #[test]
+            fn every_acknowledgement_reaches_the_server_exactly_once(
+                ops in proptest::collection::vec(op(), 0..120)
+            ) {
+                let t0 = t0();
+                let mut billing = BillingPause::default();
+                let mut p = CompletionPoller::new("s", 0);
+                let mut attempt = 0u64;
+                let mut out: Option<u64> = None;
+                let mut owed: Vec<String> = Vec::new();
+                let mut delivered: Vec<String> = Vec::new();
+                let mut sent_acks: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+                let mut now = t0;
+                for op in ops {
+                    now += Duration::from_millis(300);
+                    match op {
+                        Op::Watch(i) => p.watch(&format!("r{i}")),
+                        Op::Lease => {
+                            attempt += 1;
+                            if let Lease::Send(poll) = p.lease_long_poll(attempt, now) {
+                                sent_acks.insert(attempt, poll.retrieved_request_ids);
+                                out = Some(attempt);
+                            }
+                        }
+                        Op::Reply(ids) => if let Some(a) = out.take() {
+                            let completions = ids.iter().map(|i| format!(
+                                r#"{{"state": "finished", "request_id": "r{i}"}}"#)).collect::<Vec<_>>();
+                            let body = format!(r#"{{"completions": [{}], "cursor": {a}}}"#, completions.join(","));
+                            prop_assert!(p.on_reply(a, reply(&body)));
+                            delivered.extend(sent_acks.remove(&a).unwrap_or_default());
+                        },
+                        Op::Fail => if let Some(a) = out.take() {
+                            let f = Failure::Transport(TransportErrorKind::Io);
+                            prop_assert!(p.on_failure(a, f, "reset", now, &mut billing).is_some());
+                        },
+                        Op::Release => if let Some(a) = out.take() { p.release(a) },
+                        Op::Take(i) => {
+                            let id = format!("r{i}");
+                            if p.take(&id).is_some() {
+                                p.retrieved(&id);
+                                owed.push(id);
+                            }
+                        }
+                        Op::Unwatch(i) => {
+                            let id = format!("r{i}");
+                            let had = p.completions.contains_key(&id);
+                            p.unwatch(&id);
+                            if had {
+                                owed.push(id);
+                            }
+                        }
+                    }
+                }
+                // Wind down: the last poll answers, everyone leaves, the housekeeper acks.
+                if let Some(a) = out.take() {
+                    p.on_reply(a, reply(r#"{"completions": [], "cursor": 0}"#));
+                    delivered.extend(sent_acks.remove(&a).unwrap_or_default());
+                }
+                let waiting: Vec<String> = p.waiters.iter().cloned().collect();
+                for id in waiting {
+                    let had = p.completions.contains_key(&id);
+                    p.unwatch(&id);
+                    if had {
+                        owed.push(id);
+                    }
+                }
+                let later = now + Duration::from_secs(10);
+                while let Some(poll) = p.lease_ack_poll(attempt + 1, later) {
+                    attempt += 1;
+                    delivered.extend(poll.retrieved_request_ids);
+                    p.on_reply(attempt, reply(r#"{"completions": [], "cursor": 0}"#));
+                }
+                prop_assert!(p.is_idle());
+                owed.sort();
+                delivered.sort();
+                prop_assert_eq!(owed, delivered);
+            }
+        }
+    }
 }

@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 use std::task::Waker;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::auth::JwtState;
 use crate::endpoints::RequestContext;
 use crate::flow::{
     Acquire, ByteBudget, BytePermit, CompletionPoller, SamplingDispatch, SamplingDispatchConfig,
@@ -44,6 +45,7 @@ use crate::retry::{
     RetryBudgetConfig,
 };
 use crate::rng::Rng;
+use crate::settings::ApiKey;
 use crate::types::{ClientConfig, DynamicConfig};
 
 /// Sampling-client seq ids of clones start at `clone_id × 10⁹` (protocol.md 3.3).
@@ -81,6 +83,7 @@ pub struct Ledger {
     abandoned_futures: Vec<String>,
     completion_pollers: BTreeMap<(String, u64), CompletionPoller>,
     background_waker: Option<Waker>,
+    jwt: Option<(JwtState, ApiKey)>,
 }
 
 impl Ledger {
@@ -116,6 +119,7 @@ impl Ledger {
             abandoned_futures: Vec::new(),
             completion_pollers: BTreeMap::new(),
             background_waker: None,
+            jwt: None,
         }
     }
 
@@ -425,6 +429,44 @@ impl Ledger {
                 self.wakers.push(w);
             }
         }
+    }
+
+    /// Switches to JWT authentication (client config `pjwt_auth_enabled`): the current
+    /// credential is the API key every exchange is sent with; requests use the JWT once one is
+    /// installed.
+    pub fn enable_jwt(&mut self) {
+        if self.jwt.is_none() {
+            self.jwt = Some((JwtState::default(), self.context.credential().clone()));
+        }
+    }
+
+    /// The JWT schedule, in JWT mode.
+    pub fn jwt(&self) -> Option<&JwtState> {
+        self.jwt.as_ref().map(|(state, _)| state)
+    }
+
+    /// The JWT schedule, in JWT mode.
+    pub fn jwt_mut(&mut self) -> Option<&mut JwtState> {
+        self.jwt.as_mut().map(|(state, _)| state)
+    }
+
+    /// The API key exchanges are sent with, in JWT mode.
+    pub fn jwt_api_key(&self) -> Option<&ApiKey> {
+        self.jwt.as_ref().map(|(_, key)| key)
+    }
+
+    /// Installs a token the exchange returned at `now`: requests use it from now on, and the
+    /// background refresh is scheduled at 45-55 % of its lifetime.
+    pub fn install_jwt(&mut self, jwt: String, now: Instant) -> crate::Result<()> {
+        let wall = self.wall_time(now);
+        let Some((state, _)) = self.jwt.as_mut() else {
+            return Err(crate::Error::Config("JWT auth is not enabled".into()));
+        };
+        let credential = ApiKey::new(jwt.clone())?;
+        state.on_exchange_ok(jwt, now, wall, &mut self.rng)?;
+        self.context.set_credential(credential);
+        self.bump();
+        Ok(())
     }
 
     /// Whether abandoned sample futures wait for their `cancel_future`.

@@ -198,6 +198,9 @@ impl Machine for SampleOp {
                     Event::Submitted { request_id } => {
                         self.last_request_id = Some(request_id.clone());
                     }
+                    Event::StillQueued { queue_state } => {
+                        self.last_queue_state = Some(queue_state.clone());
+                    }
                     Event::QueueState { state, reason, .. } => {
                         self.last_queue_state = Some(match reason {
                             Some(r) => format!("{} ({r})", state.name()),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::http::describe;
+use super::telemetry::SimTelemetry;
 use super::{FaultConfig, FaultyServer, Reply, Server, VirtualClock};
 use crate::call::{AttemptId, CallOptions, Machine, Output, Wait};
 use crate::endpoints::RequestContext;
@@ -109,6 +110,17 @@ struct Slot {
     bounded: bool,
 }
 
+/// The public method a slot's label stands for (telemetry names it).
+fn method_of(label: &str) -> &'static str {
+    if label.starts_with("sample") {
+        "SamplingClient.sample"
+    } else if label.starts_with("step") {
+        "TrainingClient.optim_step"
+    } else {
+        "TrainingClient.forward_backward"
+    }
+}
+
 /// The simulation harness. See [`Sim::run`].
 #[derive(Debug)]
 pub struct Sim;
@@ -162,7 +174,9 @@ impl Sim {
     ///   plus one 30 s back-off plus eleven 60 s layer-H waits;
     /// * the server received each training run's submissions in turn order;
     /// * every budget is back to capacity and no turn is left open;
-    /// * nothing deadlocks (every wait has a timer, a response or a ledger change ahead).
+    /// * nothing deadlocks (every wait has a timer, a response or a ledger change ahead);
+    /// * every telemetry event (retries, failures, session start and end) is sent or counted as
+    ///   dropped once the queue's final flush is over.
     pub fn run(config: SimConfig, start: Instant) -> SimReport {
         let mut report = SimReport::default();
         let clock = VirtualClock::new(start);
@@ -259,6 +273,7 @@ impl Sim {
             }
         }
 
+        let mut telemetry = SimTelemetry::new(config.seed, start);
         Sim::drive(
             &mut slots,
             &mut ledger,
@@ -267,6 +282,7 @@ impl Sim {
             &mut rng,
             config.cancel_probability,
             &mut report,
+            &mut telemetry,
         );
         Sim::check_slots(&slots, &mut report);
 
@@ -322,6 +338,7 @@ impl Sim {
             &mut rng,
             0.0,
             &mut report,
+            &mut telemetry,
         );
         if report.succeeded - before.0 != config.runs || report.failed != before.1 {
             report
@@ -332,6 +349,10 @@ impl Sim {
             report
                 .violations
                 .push("budgets or turns leaked after the final calls".into());
+        }
+        // Every telemetry event is sent or counted as dropped.
+        if let Some(broken) = telemetry.finish(&mut server, &clock, &mut report.trace) {
+            report.violations.push(broken);
         }
         report.elapsed = clock.elapsed();
         report
@@ -346,6 +367,7 @@ impl Sim {
         rng: &mut Rng,
         cancel_probability: f64,
         report: &mut SimReport,
+        telemetry: &mut SimTelemetry,
     ) {
         let start = clock.start();
         for _step in 0..1_000_000 {
@@ -386,7 +408,7 @@ impl Sim {
                             slot.in_flight
                                 .push((now + reply.delay() + latency, t.attempt, reply));
                         }
-                        Output::Event(_) => {}
+                        Output::Event(e) => telemetry.on_event(method_of(&slot.label), &e),
                         Output::Wait(w) => {
                             slot.wait = Some(w);
                             break;
@@ -395,7 +417,10 @@ impl Sim {
                             slot.done = true;
                             match r {
                                 Ok(()) => report.succeeded += 1,
-                                Err(_) => report.failed += 1,
+                                Err(e) => {
+                                    telemetry.on_error(method_of(&slot.label), &e);
+                                    report.failed += 1;
+                                }
                             }
                             if let Output::Transmit(_) = slot.machine.poll_output(ledger, now) {
                                 report.violations.push(format!(
@@ -420,6 +445,13 @@ impl Sim {
                     }
                 }
             }
+            // The housekeeper flushes telemetry meanwhile; its timers never keep a finished
+            // simulation alive, nor hide a deadlock.
+            let flush = telemetry.pump(server, now, &mut report.trace);
+            let next = match (next, flush) {
+                (Some(n), Some(f)) => Some(n.min(f)),
+                (n, _) => n,
+            };
             let Some(next) = next else {
                 if slots.iter().any(|s| !s.done) {
                     report

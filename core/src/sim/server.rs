@@ -481,6 +481,7 @@ impl Server for FaultyServer {
         let reply = match path.as_str() {
             "retrieve_future" => self.poll(&json),
             "retrieve_futures" => self.batch_poll(&json),
+            "telemetry" => Reply::json(200, r#"{"status":"accepted"}"#),
             "forward_backward" => {
                 let compressed = request
                     .headers()

@@ -139,3 +139,40 @@ fn samples_waiting_on_the_retrieve_futures_poller_keep_every_invariant() {
         "no cancellation exercised the lease hand-over"
     );
 }
+
+#[test]
+fn telemetry_reaches_the_server_or_is_counted_dropped_under_faults() {
+    let t0 = start();
+    let (mut accepted, mut failed) = (0, 0);
+    for seed in 0..60 {
+        let report = Sim::run(
+            SimConfig {
+                seed,
+                ..SimConfig::default()
+            },
+            t0,
+        );
+        // The conservation check itself runs inside every simulation.
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:#?}",
+            report.violations
+        );
+        let batches = report
+            .trace
+            .iter()
+            .filter(|l| l.starts_with("telemetry batch"));
+        for line in batches {
+            if line.ends_with("accepted") {
+                accepted += 1;
+            } else {
+                failed += 1;
+            }
+        }
+    }
+    // Both outcomes happened, so both sides of the accounting were exercised.
+    assert!(
+        accepted > 0 && failed > 0,
+        "{accepted} accepted, {failed} failed"
+    );
+}
