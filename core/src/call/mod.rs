@@ -24,6 +24,8 @@ mod machine;
 mod submission;
 
 #[cfg(test)]
+mod jwt_tests;
+#[cfg(test)]
 mod tests;
 
 pub use machine::Call;
