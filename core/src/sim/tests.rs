@@ -98,7 +98,7 @@ fn a_clean_server_completes_every_call() {
 #[test]
 fn samples_waiting_on_the_retrieve_futures_poller_keep_every_invariant() {
     let t0 = start();
-    let (mut samples_done, mut cancelled) = (0, 0);
+    let (mut fetched, mut cancelled) = (0, 0);
     for seed in 0..80 {
         let report = Sim::run(
             SimConfig {
@@ -131,9 +131,10 @@ fn samples_waiting_on_the_retrieve_futures_poller_keep_every_invariant() {
                 .all(|r| r.contains(r#""allow_metadata_only":false"#)),
             "seed {seed}: a sample long-polled its own future: {fetches:#?}"
         );
-        samples_done += fetches.len();
+        fetched += fetches.len();
         cancelled += report.cancelled;
     }
+    assert!(fetched > 0, "no payload fetched");
     assert!(
         cancelled > 0,
         "no cancellation exercised the lease hand-over"
@@ -175,4 +176,36 @@ fn telemetry_reaches_the_server_or_is_counted_dropped_under_faults() {
         accepted > 0 && failed > 0,
         "{accepted} accepted, {failed} failed"
     );
+}
+
+#[test]
+fn on_a_clean_server_every_sample_completes_through_the_session_poller() {
+    let report = Sim::run(
+        SimConfig {
+            seed: 4,
+            samples: 30,
+            cancel_probability: 0.0,
+            deadline_probability: 0.0,
+            faults: FaultConfig::none(),
+            retrieve_futures: true,
+            ..SimConfig::default()
+        },
+        start(),
+    );
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+    assert_eq!(report.failed, 0);
+    assert_eq!(report.succeeded, 2 * 6 + 30 + 2);
+    let fetches = report
+        .trace
+        .iter()
+        .filter(|r| r.starts_with("sample") && r.contains("/retrieve_future "))
+        .count();
+    let polls = report
+        .trace
+        .iter()
+        .filter(|r| r.contains("/retrieve_futures "))
+        .count();
+    // One payload fetch per sample, and fewer session polls than samples: they were shared.
+    assert_eq!(fetches, 30);
+    assert!(polls < 30, "{polls} session polls for 30 samples");
 }
