@@ -47,18 +47,29 @@ struct InboxState {
 
 /// Telemetry events the clients record, handed to the housekeeper's queue on its next turn
 /// (the queue itself lives inside the housekeeper task).
-#[derive(Default)]
 pub(crate) struct TelemetryInbox {
+    enabled: bool,
     state: Mutex<InboxState>,
 }
 
 impl TelemetryInbox {
+    /// An inbox that keeps events only when telemetry is `enabled` (`TINKER_TELEMETRY`).
+    pub(crate) fn new(enabled: bool) -> TelemetryInbox {
+        TelemetryInbox {
+            enabled,
+            state: Mutex::default(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, InboxState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records an event that happened at `at`; never blocks on I/O.
     pub(crate) fn record(&self, kind: TelemetryEventKind, severity: Severity, at: Instant) {
+        if !self.enabled {
+            return;
+        }
         let waker = {
             let mut s = self.lock();
             if s.events.len() >= INBOX_LIMIT {

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use futures_util::lock::Mutex as AsyncMutex;
 
 use super::exec::{CallSite, Exec};
-use super::housekeeping::Housekeeping;
+use super::housekeeping::{Housekeeping, TelemetryInbox};
 use super::options::ClientOptions;
 use super::rest::RestClient;
 use super::sampling::SamplingClient;
@@ -258,7 +258,7 @@ impl ServiceClient {
             runtime: io.runtime,
             ledger: SharedLedger::new(ledger),
             observer: options.queue_state_observer.clone(),
-            telemetry: Arc::default(),
+            telemetry: Arc::new(TelemetryInbox::new(settings.telemetry_enabled)),
         };
         Ok(ServiceClient {
             shared: Arc::new(Shared {
