@@ -198,6 +198,12 @@ impl JwtState {
         self.exchanging = true;
     }
 
+    /// The exchange was abandoned before it answered (its caller gave up): waiters go on, and
+    /// the next request that needs a token exchanges again.
+    pub fn abort_exchange(&mut self) {
+        self.exchanging = false;
+    }
+
     /// The exchange answered `{"jwt": …}` at `now` (`now_unix` is the wall clock at that
     /// moment). Schedules the background refresh after `lifetime × U(0.45, 0.55)`.
     /// A token whose payload cannot be decoded is an error and leaves the previous token in place.

@@ -10,19 +10,22 @@ use super::{
     AttemptId, BlockReason, CallOptions, CallResult, Event, FuturePayload, Gates, Machine, Output,
     Submission, Transmit, Wait,
 };
+use crate::auth::InvalidTokenAction;
 use crate::endpoints::{
     bare_uuid, idempotency_key, status_error, AttemptHeaders, EndpointId, EndpointSpec,
     IdempotencyRule, Reply, RetrieveFuture,
 };
 use crate::error::{Error, Result, StatusError};
-use crate::flow::{BytePermit, DispatchEntry, DispatchProgress};
+use crate::flow::{BytePermit, Completion, DispatchEntry, DispatchProgress, PollerFailure};
 use crate::io::{Timeouts, TransportError};
 use crate::ledger::Ledger;
 use crate::retry::holder_layer::{HolderDecision, HolderRetry};
 use crate::retry::http_layer::{self, HttpDecision};
 use crate::retry::poll::{PollAction, PollErrors, PollFatal};
 use crate::retry::{BillingVerdict, ClientKind, DelaySource, Failure, QueueState};
-use crate::types::{FutureReply, RetrieveFutureRequest, TryAgainResponse, UntypedFuture};
+use crate::types::{
+    FutureReply, RetrieveFutureRequest, RetrieveFuturesResponse, TryAgainResponse, UntypedFuture,
+};
 
 /// The read timeout of one `retrieve_future` poll (7.1).
 const POLL_READ_TIMEOUT: Duration = Duration::from_secs(45);
@@ -35,6 +38,11 @@ enum Step {
     Resend,
     /// POST `retrieve_future`.
     Poll,
+    /// POST `retrieve_futures` for every waiting sample of the session (this call holds the
+    /// poller's lease, 7.7).
+    BatchPoll,
+    /// POST `auth/token` after the server rejected this call's JWT, then replay (2.3).
+    Exchange,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +57,10 @@ enum Stage {
     Sleeping(Instant, Step),
     /// Reserving a metadata-only payload's bytes from the inflight budget (7.4).
     Reserve(u64),
+    /// Waiting for the session's `retrieve_futures` poller to report this future (7.7).
+    AwaitCompletion,
+    /// Waiting for another request's JWT exchange, then replaying the submit (2.3).
+    AwaitCredential,
     /// Result handed out (or about to be).
     Finished,
 }
@@ -122,6 +134,16 @@ pub struct Call {
     done: bool,
     failure: Option<Failure>,
     last_queue_state: Option<String>,
+    /// The completion poller this call waits on, while registered with it.
+    poller: Option<(String, u64)>,
+    /// The poller reported this future: it is acknowledged once the call ends.
+    completion_seen: bool,
+    /// A fingerprint of the credential the last submit was sent with (never the credential).
+    sent_credential: u64,
+    /// The one replay after an `invalid_token` rejection has been used.
+    replayed: bool,
+    /// The rejection being answered by an exchange, surfaced if the exchange fails.
+    rejection: Option<Error>,
 }
 
 impl std::fmt::Debug for dyn Submission {
@@ -178,6 +200,11 @@ impl Call {
             done: false,
             failure: None,
             last_queue_state: None,
+            poller: None,
+            completion_seen: false,
+            sent_credential: 0,
+            replayed: false,
+            rejection: None,
         })
     }
 
@@ -231,13 +258,44 @@ impl Call {
 
     fn release_all(&mut self, ledger: &mut Ledger) {
         self.release_submission(ledger);
+        self.leave_poller(ledger);
+        if let Stage::InFlight(_, Step::Exchange) = self.stage {
+            if let Some(jwt) = ledger.jwt_mut() {
+                jwt.abort_exchange();
+            }
+            ledger.bump();
+        }
         if let Some(p) = self.held.inflight.take() {
             ledger.release_inflight_bytes(p);
         }
     }
 
+    /// Deregisters from the completion poller (once): hands back its lease if this call holds
+    /// it, and acknowledges the future if the poller reported it.
+    fn leave_poller(&mut self, ledger: &mut Ledger) {
+        let Some((session, clone)) = self.poller.take() else {
+            return;
+        };
+        let id = self.request_id().unwrap_or_default().to_owned();
+        let poller = ledger.completion_poller(&session, clone);
+        if let Stage::InFlight(attempt, Step::BatchPoll) = self.stage {
+            poller.release(attempt.0);
+        }
+        if self.completion_seen {
+            poller.retrieved(&id);
+        } else {
+            poller.unwatch(&id);
+        }
+        ledger.bump();
+    }
+
     fn timeout_error(&self, now: Instant) -> Error {
-        let waiting_for = if self.future.is_some() {
+        let waiting_for = if self.poller.is_some() && !self.completion_seen {
+            format!(
+                "the completion of {} (retrieve_futures poller)",
+                self.label()
+            )
+        } else if self.future.is_some() {
             format!("the result of {}", self.label())
         } else {
             format!("the submission of {}", self.label())
@@ -286,6 +344,7 @@ impl Call {
         let built = match step {
             Step::Submit | Step::Resend => {
                 self.submit_started.get_or_insert(now);
+                self.sent_credential = fingerprint(ledger.context().credential().expose());
                 let headers = AttemptHeaders {
                     idempotency_key: self.key.clone(),
                     retry_count: self.http_retries,
@@ -294,6 +353,53 @@ impl Call {
                 self.submission
                     .build_attempt(ledger.context(), &headers)
                     .map(|r| (r, self.submission.read_timeout_duration()))
+            }
+            Step::Exchange => {
+                let Some(key) = ledger.jwt_api_key().cloned() else {
+                    return Output::Done(Err(Error::Closed("no JWT auth".into())));
+                };
+                if let Some(jwt) = ledger.jwt_mut() {
+                    jwt.begin_exchange();
+                }
+                let exchange = super::WithCredential {
+                    request: crate::types::AuthTokenRequest {},
+                    credential: key,
+                };
+                let headers = AttemptHeaders {
+                    idempotency_key: new_key(ledger, EndpointId::AuthToken.spec().idempotency),
+                    retry_count: 0,
+                    sdk_method: self.opts.sdk_method.clone(),
+                };
+                exchange
+                    .build_attempt(ledger.context(), &headers)
+                    .map(|r| (r, exchange.read_timeout_duration()))
+            }
+            Step::BatchPoll => {
+                let Some((session, clone)) = self.poller.clone() else {
+                    return Output::Done(Err(Error::Closed("no completion poller".into())));
+                };
+                let lease = ledger
+                    .completion_poller(&session, clone)
+                    .lease_long_poll(attempt.0, now);
+                let crate::flow::Lease::Send(poll) = lease else {
+                    // Someone else took the lease meanwhile: wait for them.
+                    self.stage = Stage::AwaitCompletion;
+                    return self.poll_output(ledger, now);
+                };
+                let headers = AttemptHeaders {
+                    idempotency_key: new_key(
+                        ledger,
+                        EndpointId::RetrieveFutures.spec().idempotency,
+                    ),
+                    retry_count: 0,
+                    sdk_method: self.opts.sdk_method.clone(),
+                };
+                let read = crate::endpoints::ApiRequest::read_timeout(&poll).duration();
+                let built = ledger.context().build(&poll, &headers);
+                if built.is_err() {
+                    ledger.completion_poller(&session, clone).release(attempt.0);
+                }
+                built.map(|r| (r, read))
             }
             Step::Poll => {
                 let next = self.next_poll(now);
@@ -339,7 +445,8 @@ impl Call {
         RetrieveFuture {
             body: RetrieveFutureRequest {
                 request_id,
-                allow_metadata_only: true,
+                // False when the retrieve_futures poller already reported the result (7.7).
+                allow_metadata_only: self.allow_metadata_only,
             },
             request_type: self.submission.result_type(),
             iteration: 0,
@@ -367,7 +474,13 @@ impl Call {
             Some(r) => format!("{} ({r})", state.name()),
             None => state.name().to_owned(),
         };
-        self.last_queue_state = Some(shown);
+        let new_to_call = self.last_queue_state.as_deref() != Some(shown.as_str());
+        self.last_queue_state = Some(shown.clone());
+        if obs.changed.is_none() && obs.log.is_none() && new_to_call {
+            // This call has not seen the state yet, though its client has.
+            self.events
+                .push_back(Event::StillQueued { queue_state: shown });
+        }
         if obs.changed.is_some() || obs.log.is_some() {
             let (state, reason) = match obs.changed {
                 Some(c) => (c.state, c.reason),
@@ -423,6 +536,7 @@ impl Call {
                     });
                     self.future = Some(future);
                     self.stage = Stage::Ready(Step::Poll);
+                    self.watch_completion(ledger);
                 }
                 Err(e) => self.finish(ledger, Err(e)),
             },
@@ -446,6 +560,9 @@ impl Call {
         transport: Option<TransportError>,
         now: Instant,
     ) {
+        if status == Some(401) && self.on_rejected_token(ledger, &headers, &body) {
+            return;
+        }
         let raw = match (&transport, status) {
             (Some(e), _) => Failure::Transport(e.kind),
             (None, Some(s)) => Failure::Status(s),
@@ -572,6 +689,208 @@ impl Call {
             s.request_id = self.request_id().map(str::to_owned);
         }
         e
+    }
+
+    // ------------------------------------------------------------------ JWT rejection (2.3)
+
+    /// A 401 on the submit: if it rejects this call's JWT (`invalid_token`) and the one replay
+    /// is unused, arrange the replay (exchanging first unless another request already did) and
+    /// return `true`.
+    fn on_rejected_token(&mut self, ledger: &mut Ledger, headers: &HeaderMap, body: &[u8]) -> bool {
+        if self.replayed
+            || ledger.jwt().is_none()
+            || !crate::auth::is_invalid_token_challenge(headers)
+        {
+            return false;
+        }
+        self.replayed = true;
+        let current = ledger.context().credential().expose().to_owned();
+        let action = if fingerprint(&current) != self.sent_credential {
+            InvalidTokenAction::ReplayWithCurrent
+        } else {
+            match ledger.jwt_mut() {
+                Some(jwt) => jwt.on_invalid_token(&current),
+                None => InvalidTokenAction::Fail,
+            }
+        };
+        self.http_retries = 0;
+        match action {
+            InvalidTokenAction::ReplayWithCurrent => self.stage = Stage::Ready(Step::Submit),
+            InvalidTokenAction::WaitForExchange => self.stage = Stage::AwaitCredential,
+            InvalidTokenAction::ExchangeThenReplay => {
+                self.rejection = Some(self.status_error(ledger, 401, headers, body));
+                self.stage = Stage::Ready(Step::Exchange);
+            }
+            InvalidTokenAction::Fail => return false,
+        }
+        true
+    }
+
+    fn on_exchange_input(&mut self, ledger: &mut Ledger, input: Input, now: Instant) {
+        let token = match input {
+            Input::Response(parts, body) if parts.status.is_success() => {
+                crate::endpoints::decode_json::<crate::types::AuthTokenResponse>(&body)
+                    .and_then(|t| ledger.install_jwt(t.jwt, now))
+                    .map_err(|e| (e, false))
+            }
+            Input::Response(parts, body) => {
+                let status = parts.status.as_u16();
+                let e = status_error("/api/v1/auth/token", status, &parts.headers, &body);
+                Err((e, status == 401))
+            }
+            Input::Transport(e) => Err((
+                Error::Transport {
+                    endpoint: "/api/v1/auth/token".into(),
+                    message: e.message,
+                    attempts: 1,
+                },
+                false,
+            )),
+        };
+        ledger.bump();
+        match token {
+            Ok(()) => self.stage = Stage::Ready(Step::Submit),
+            Err((e, unauthorized)) => {
+                if let Some(jwt) = ledger.jwt_mut() {
+                    jwt.on_exchange_failed(now, unauthorized);
+                }
+                tracing::debug!(error = %e, "JWT exchange after a rejected token failed");
+                let error = self.rejection.take().unwrap_or(e);
+                self.failure = None;
+                self.finish(ledger, Err(error));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ retrieve_futures (7.7)
+
+    /// After the submit: a sample whose session uses the `retrieve_futures` poller registers
+    /// with it instead of long-polling its own future.
+    fn watch_completion(&mut self, ledger: &mut Ledger) {
+        if self.spec.id != EndpointId::ASample
+            || !ledger.client_config().sample_use_retrieve_futures
+        {
+            return;
+        }
+        let Some((session, clone)) = self.opts.completions.clone() else {
+            return;
+        };
+        let id = self.request_id().unwrap_or_default().to_owned();
+        ledger.completion_poller(&session, clone).watch(&id);
+        self.poller = Some((session, clone));
+        self.stage = Stage::AwaitCompletion;
+    }
+
+    fn await_completion(&mut self, ledger: &mut Ledger, now: Instant) -> Output<CallResult> {
+        let Some((session, clone)) = self.poller.clone() else {
+            self.stage = Stage::Ready(Step::Poll);
+            return self.poll_output(ledger, now);
+        };
+        let id = self.request_id().unwrap_or_default().to_owned();
+        let deadline = self.opts.deadline;
+        let poller = ledger.completion_poller(&session, clone);
+        if let Some(completion) = poller.take(&id) {
+            // Fetch the payload (or the error) with ordinary polls that refuse metadata-only
+            // replies, reserving the announced size first (7.7).
+            self.completion_seen = true;
+            self.allow_metadata_only = false;
+            self.stage = match completion {
+                Completion::Finished {
+                    payload_bytes: Some(n),
+                } if n > 0 => Stage::Reserve(n),
+                _ => Stage::Ready(Step::Poll),
+            };
+            return self.poll_output(ledger, now);
+        }
+        if let Some(why) = poller.stopped() {
+            let e = Error::Transport {
+                endpoint: "/api/v1/retrieve_futures".into(),
+                message: format!("{why}; request {id} is still unfinished"),
+                attempts: self.attempts,
+            };
+            self.failure = None;
+            self.finish(ledger, Err(e));
+            return self.poll_output(ledger, now);
+        }
+        if poller.is_polling() {
+            return Output::Wait(
+                Wait::blocked(BlockReason::Completion, ledger.generation()).or_deadline(deadline),
+            );
+        }
+        match poller.resume_at().filter(|at| now < *at) {
+            Some(at) => Output::Wait(
+                Wait::until(at)
+                    .merge(Wait::blocked(BlockReason::Completion, ledger.generation()))
+                    .or_deadline(deadline),
+            ),
+            // Nobody polls: this call takes the lease.
+            None => self.transmit(ledger, Step::BatchPoll, now),
+        }
+    }
+
+    fn on_batch_poll_input(
+        &mut self,
+        ledger: &mut Ledger,
+        attempt: AttemptId,
+        input: Input,
+        now: Instant,
+    ) {
+        self.stage = Stage::AwaitCompletion;
+        let Some((session, clone)) = self.poller.clone() else {
+            return;
+        };
+        let (failure, detail) = match input {
+            Input::Transport(e) => (
+                Failure::Transport(e.kind),
+                format!("transport error: {}", e.message),
+            ),
+            Input::Response(parts, body) => {
+                let status = parts.status.as_u16();
+                match Failure::from_response(
+                    status,
+                    &parts.headers,
+                    body.is_empty(),
+                    ledger.proxy_credits(),
+                ) {
+                    None => match crate::endpoints::decode_json::<RetrieveFuturesResponse>(&body) {
+                        Ok(reply) => {
+                            ledger
+                                .completion_poller(&session, clone)
+                                .on_reply(attempt.0, reply);
+                            ledger.bump();
+                            return;
+                        }
+                        Err(e) => (Failure::Permanent, e.to_string()),
+                    },
+                    Some(f) => (
+                        f,
+                        format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
+                    ),
+                }
+            }
+        };
+        let mut billing = std::mem::take(ledger.billing());
+        let outcome = ledger.completion_poller(&session, clone).on_failure(
+            attempt.0,
+            failure,
+            &detail,
+            now,
+            &mut billing,
+        );
+        *ledger.billing() = billing;
+        ledger.bump();
+        match outcome {
+            Some(PollerFailure::Retrying(at)) => self.events.push_back(Event::Retrying {
+                endpoint: "/api/v1/retrieve_futures",
+                attempt: self.attempts,
+                delay: at.saturating_duration_since(now),
+                reason: describe(failure),
+            }),
+            Some(PollerFailure::BillingPaused { log_now: true, .. }) => {
+                self.events.push_back(Event::BillingPaused);
+            }
+            _ => {}
+        }
     }
 
     // ------------------------------------------------------------------ poll outcomes
@@ -765,6 +1084,8 @@ impl Machine for Call {
                 Stage::InFlight(expected, step) if expected == attempt => match step {
                     Step::Submit | Step::Resend => self.on_submit_input(ledger, input, now),
                     Step::Poll => self.on_poll_input(ledger, input, now),
+                    Step::BatchPoll => self.on_batch_poll_input(ledger, attempt, input, now),
+                    Step::Exchange => self.on_exchange_input(ledger, input, now),
                 },
                 _ => {} // a stale attempt (after a timeout or cancel): ignore it
             }
@@ -806,6 +1127,17 @@ impl Machine for Call {
                         .or_deadline(deadline),
                 ),
             },
+            Stage::AwaitCompletion => self.await_completion(ledger, now),
+            Stage::AwaitCredential => match ledger.jwt() {
+                Some(jwt) if jwt.is_exchanging() => Output::Wait(
+                    Wait::blocked(BlockReason::Credential, ledger.generation())
+                        .or_deadline(deadline),
+                ),
+                _ => {
+                    self.stage = Stage::Ready(Step::Submit);
+                    self.poll_output(ledger, now)
+                }
+            },
             Stage::Finished => {
                 // finish() always leaves a result; reaching here means it was taken above.
                 self.done = true;
@@ -842,12 +1174,28 @@ impl Machine for Call {
                 ledger.record_abandoned_future(id.to_owned());
             }
         }
+        if self.spec.id == EndpointId::AuthToken {
+            // An abandoned exchange must not leave others waiting for it.
+            if let Some(jwt) = ledger.jwt_mut() {
+                jwt.abort_exchange();
+            }
+            ledger.bump();
+        }
         self.release_all(ledger);
         self.stage = Stage::Finished;
         self.input = None;
         self.events.clear();
         self.done = true;
     }
+}
+
+/// A fingerprint of a credential, to tell whether the token changed since a request was sent
+/// without keeping a copy of it in the machine (which is `Debug`).
+fn fingerprint(credential: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    credential.hash(&mut h);
+    h.finish()
 }
 
 fn new_key(ledger: &mut Ledger, rule: IdempotencyRule) -> Option<String> {

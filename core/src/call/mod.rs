@@ -24,10 +24,12 @@ mod machine;
 mod submission;
 
 #[cfg(test)]
+mod jwt_tests;
+#[cfg(test)]
 mod tests;
 
 pub use machine::Call;
-pub use submission::Submission;
+pub use submission::{Submission, WithCredential};
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -67,6 +69,10 @@ pub enum BlockReason {
     SamplingDispatch,
     /// The inflight response byte budget is exhausted (metadata-only reply, 7.4).
     InflightBytes,
+    /// Waiting for the session's `retrieve_futures` poller (another call holds its lease, 7.7).
+    Completion,
+    /// Waiting for another request's JWT exchange before replaying (2.3).
+    Credential,
 }
 
 /// How long a machine has nothing to do.
@@ -155,6 +161,12 @@ pub enum Event {
     },
     /// The billing pause is in force (402): "The job is paused due to billing status".
     BillingPaused,
+    /// The server reported this call's queue state again, unchanged for its client (the
+    /// tracker only reports changes); kept by handles so a timeout can name it.
+    StillQueued {
+        /// The state and its reason, e.g. `paused_capacity (reason)`.
+        queue_state: String,
+    },
 }
 
 /// What a machine wants next.
@@ -235,6 +247,9 @@ pub struct CallOptions {
     pub queue_client: Option<(ClientKind, String)>,
     /// Connect timeout override (default 5 s); the read timeout is the endpoint's.
     pub connect_timeout: Option<Duration>,
+    /// The (sampling session, clone id) whose `retrieve_futures` poller reports this sample's
+    /// completion when client config `sample_use_retrieve_futures` is on (protocol.md 7.7).
+    pub completions: Option<(String, u64)>,
 }
 
 impl CallOptions {

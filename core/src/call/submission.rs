@@ -55,3 +55,39 @@ impl<R: ApiRequest + Send + Sync> Submission for R {
         self.read_timeout().duration()
     }
 }
+
+/// A request sent with a credential other than the context's: the JWT exchange always
+/// authenticates with the API key, even after the context switched to the JWT (protocol.md 2.3).
+pub struct WithCredential<R> {
+    /// The request.
+    pub request: R,
+    /// The credential to send it with.
+    pub credential: crate::settings::ApiKey,
+}
+
+impl<R: ApiRequest + Send + Sync> Submission for WithCredential<R> {
+    fn spec(&self) -> &'static EndpointSpec {
+        self.request.spec()
+    }
+    fn check(&self) -> Result<()> {
+        self.request.check()
+    }
+    fn build_attempt(
+        &self,
+        context: &RequestContext,
+        attempt: &AttemptHeaders,
+    ) -> Result<http::Request<Bytes>> {
+        let mut context = context.clone();
+        context.set_credential(self.credential.clone());
+        self.request.build_attempt(&context, attempt)
+    }
+    fn rendered_path(&self, context: &RequestContext) -> String {
+        self.request.rendered_path(context)
+    }
+    fn result_type(&self) -> Option<RequestType> {
+        self.request.result_type()
+    }
+    fn read_timeout_duration(&self) -> Duration {
+        self.request.read_timeout_duration()
+    }
+}

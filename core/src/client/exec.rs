@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+use super::housekeeping::TelemetryInbox;
 use super::options::{QueueStateEvent, QueueStateObserver};
 use super::pending::{lock, Pending, SharedWaitState};
 use crate::call::{CallOptions, Event, Machine};
@@ -57,6 +58,8 @@ pub(crate) struct Exec {
     pub(crate) runtime: Arc<dyn AsyncRuntime>,
     pub(crate) ledger: SharedLedger,
     pub(crate) observer: Option<QueueStateObserver>,
+    /// Telemetry events for the housekeeper's queue.
+    pub(crate) telemetry: Arc<TelemetryInbox>,
 }
 
 impl Exec {
@@ -91,8 +94,9 @@ impl Exec {
         M: Machine + 'static,
     {
         let span = call_span(&site);
-        let mut events = EventSink::new(site, self.observer.clone());
-        drive_async(
+        let method = site.method;
+        let mut events = self.event_sink(site);
+        let result = drive_async(
             machine,
             &self.ledger,
             &*self.http,
@@ -100,7 +104,28 @@ impl Exec {
             move |e| events.on_event(e),
         )
         .instrument(span)
-        .await
+        .await;
+        self.report_failure(method, &result);
+        result
+    }
+
+    fn event_sink(&self, site: CallSite) -> EventSink {
+        EventSink::new(
+            site,
+            self.observer.clone(),
+            self.telemetry.clone(),
+            self.runtime.clone(),
+        )
+    }
+
+    /// Records the telemetry event of an error that escapes a public method (13.3). Background
+    /// requests (no method) report nothing: a failing telemetry flush must not feed itself.
+    fn report_failure<T>(&self, method: &str, result: &Result<T>) {
+        if let (Err(e), false) = (result, method.is_empty()) {
+            if let Some((kind, severity)) = crate::telemetry::error_event(method, e) {
+                self.telemetry.record(kind, severity, self.runtime.now());
+            }
+        }
     }
 
     /// A direct request: build, drive, decode.
@@ -129,14 +154,14 @@ impl Exec {
     {
         let span = call_span(&site);
         let method = site.method;
-        let mut events = EventSink::new(site, self.observer.clone());
+        let mut events = self.event_sink(site);
         let wait = events.wait.clone();
         let submitted = Arc::new(AtomicUsize::new(0));
         let counter = submitted.clone();
         let exec = self.clone();
         let mut drive: BoxFuture<'static, Result<M::Output>> = Box::pin(
             async move {
-                drive_async(
+                let result = drive_async(
                     machine,
                     &exec.ledger,
                     &*exec.http,
@@ -148,7 +173,9 @@ impl Exec {
                         events.on_event(e)
                     },
                 )
-                .await
+                .await;
+                exec.report_failure(method, &result);
+                result
             }
             .instrument(span),
         );
@@ -185,14 +212,23 @@ struct EventSink {
     site: CallSite,
     observer: Option<QueueStateObserver>,
     wait: SharedWaitState,
+    telemetry: Arc<TelemetryInbox>,
+    runtime: Arc<dyn AsyncRuntime>,
 }
 
 impl EventSink {
-    fn new(site: CallSite, observer: Option<QueueStateObserver>) -> EventSink {
+    fn new(
+        site: CallSite,
+        observer: Option<QueueStateObserver>,
+        telemetry: Arc<TelemetryInbox>,
+        runtime: Arc<dyn AsyncRuntime>,
+    ) -> EventSink {
         EventSink {
             site,
             observer,
             wait: SharedWaitState::default(),
+            telemetry,
+            runtime,
         }
     }
 
@@ -235,6 +271,19 @@ impl EventSink {
             } => {
                 tracing::Span::current().record("attempt", attempt);
                 tracing::info!(endpoint, attempt, ?delay, %reason, "retrying");
+                if !self.site.method.is_empty() {
+                    let (kind, severity) = crate::telemetry::retry_event(
+                        self.site.method,
+                        endpoint,
+                        attempt,
+                        delay,
+                        &reason,
+                    );
+                    self.telemetry.record(kind, severity, self.runtime.now());
+                }
+            }
+            Event::StillQueued { queue_state } => {
+                lock(&self.wait).queue_state = Some(queue_state);
             }
             Event::BillingPaused => {
                 tracing::warn!("The job is paused due to billing status");

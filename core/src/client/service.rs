@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use futures_util::lock::Mutex as AsyncMutex;
 
 use super::exec::{CallSite, Exec};
-use super::housekeeping::Housekeeping;
+use super::housekeeping::{Housekeeping, TelemetryInbox};
 use super::instrumented_http::instrument;
 use super::options::ClientOptions;
 use super::rest::RestClient;
@@ -22,11 +22,11 @@ use crate::io::{AsyncHttp, AsyncRuntime};
 use crate::ledger::{Ledger, SharedLedger};
 use crate::metrics::Metrics;
 use crate::retry::ClientKind;
-use crate::settings::{ApiKey, Settings};
+use crate::settings::Settings;
 use crate::types::{
-    AuthTokenRequest, ClientConfig, CreateModelRequest, CreateSamplingSessionRequest,
-    CreateSessionRequest, DynamicConfig, FinishReason, GetInfoRequest, LoadWeightsRequest,
-    LoadWeightsResponse, LoraConfig, ServerCapabilities,
+    ClientConfig, CreateModelRequest, CreateSamplingSessionRequest, CreateSessionRequest,
+    DynamicConfig, FinishReason, GetInfoRequest, LoadWeightsRequest, LoadWeightsResponse,
+    LoraConfig, ServerCapabilities,
 };
 
 /// What a runtime crate hands the client layer: its HTTP stack, its timers and spawner, and the
@@ -132,14 +132,25 @@ impl Shared {
             )
             .await?;
         if config.pjwt_auth_enabled {
-            let token = exec
-                .direct(
-                    AuthTokenRequest {},
-                    CallSite::new("ServiceClient.startup", None),
-                )
-                .await?;
-            let jwt = ApiKey::new(token.jwt)?;
-            exec.ledger.lock().context_mut().set_credential(jwt);
+            // From now on the ledger keeps the token fresh: the housekeeper refreshes it at
+            // half-life, and a request whose token is rejected exchanges and replays once.
+            let site = CallSite::new("ServiceClient.startup", None);
+            let op = exec.start(&site, |ledger, opts| {
+                ledger.enable_jwt();
+                crate::ops::exchange_token(ledger, opts)
+            })?;
+            let result = exec.run(op, site).await;
+            let now = exec.runtime.now();
+            let mut ledger = exec.ledger.lock();
+            match result {
+                Ok(token) => ledger.install_jwt(token.jwt, now)?,
+                Err(e) => {
+                    if let Some(jwt) = ledger.jwt_mut() {
+                        jwt.on_exchange_failed(now, e.status() == Some(401));
+                    }
+                    return Err(e);
+                }
+            }
         }
         let dynamic = match exec
             .direct(
@@ -258,6 +269,7 @@ impl ServiceClient {
             runtime: io.runtime,
             ledger: SharedLedger::new(ledger),
             observer: options.queue_state_observer.clone(),
+            telemetry: Arc::new(TelemetryInbox::new(settings.telemetry_enabled)),
         };
         Ok(ServiceClient {
             shared: Arc::new(Shared {
@@ -534,6 +546,7 @@ impl ServiceClient {
             }
         }
         if let Some(h) = self.shared.take_housekeeping() {
+            h.end_session(exec);
             let deadline = exec.runtime.now() + self.shared.options.close_flush_timeout;
             h.stop(deadline);
             h.wait_stopped(&*exec.runtime, deadline).await;

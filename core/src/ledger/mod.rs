@@ -34,14 +34,18 @@ use std::collections::BTreeMap;
 use std::task::Waker;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::auth::JwtState;
 use crate::endpoints::RequestContext;
-use crate::flow::{Acquire, ByteBudget, BytePermit, SamplingDispatch, SamplingDispatchConfig};
+use crate::flow::{
+    Acquire, ByteBudget, BytePermit, CompletionPoller, SamplingDispatch, SamplingDispatchConfig,
+};
 use crate::retry::sampling_layer::{ProgressWatch, SamplingRetryConfig};
 use crate::retry::{
     BillingPause, ClientKind, ProxyRejectionCredits, QueueStateTracker, RetryBudget,
     RetryBudgetConfig,
 };
 use crate::rng::Rng;
+use crate::settings::ApiKey;
 use crate::types::{ClientConfig, DynamicConfig};
 
 /// Sampling-client seq ids of clones start at `clone_id × 10⁹` (protocol.md 3.3).
@@ -77,6 +81,9 @@ pub struct Ledger {
     sampling_retry: SamplingRetryConfig,
     progress: BTreeMap<String, ProgressWatch>,
     abandoned_futures: Vec<String>,
+    completion_pollers: BTreeMap<(String, u64), CompletionPoller>,
+    background_waker: Option<Waker>,
+    jwt: Option<(JwtState, ApiKey)>,
 }
 
 impl Ledger {
@@ -110,6 +117,9 @@ impl Ledger {
             sampling_retry: SamplingRetryConfig::default(),
             progress: BTreeMap::new(),
             abandoned_futures: Vec::new(),
+            completion_pollers: BTreeMap::new(),
+            background_waker: None,
+            jwt: None,
         }
     }
 
@@ -414,13 +424,86 @@ impl Ledger {
         if self.dynamic.sample_cancel_enabled {
             self.abandoned_futures.push(request_id);
             self.bump();
+            // Woken by the shared wrapper after unlocking, like every other waiter.
+            if let Some(w) = self.background_waker.take() {
+                self.wakers.push(w);
+            }
         }
+    }
+
+    /// Switches to JWT authentication (client config `pjwt_auth_enabled`): the current
+    /// credential is the API key every exchange is sent with; requests use the JWT once one is
+    /// installed.
+    pub fn enable_jwt(&mut self) {
+        if self.jwt.is_none() {
+            self.jwt = Some((JwtState::default(), self.context.credential().clone()));
+        }
+    }
+
+    /// The JWT schedule, in JWT mode.
+    pub fn jwt(&self) -> Option<&JwtState> {
+        self.jwt.as_ref().map(|(state, _)| state)
+    }
+
+    /// The JWT schedule, in JWT mode.
+    pub fn jwt_mut(&mut self) -> Option<&mut JwtState> {
+        self.jwt.as_mut().map(|(state, _)| state)
+    }
+
+    /// The API key exchanges are sent with, in JWT mode.
+    pub fn jwt_api_key(&self) -> Option<&ApiKey> {
+        self.jwt.as_ref().map(|(_, key)| key)
+    }
+
+    /// Installs a token the exchange returned at `now`: requests use it from now on, and the
+    /// background refresh is scheduled at 45-55 % of its lifetime.
+    pub fn install_jwt(&mut self, jwt: String, now: Instant) -> crate::Result<()> {
+        let wall = self.wall_time(now);
+        let Some((state, _)) = self.jwt.as_mut() else {
+            return Err(crate::Error::Config("JWT auth is not enabled".into()));
+        };
+        let credential = ApiKey::new(jwt.clone())?;
+        state.on_exchange_ok(jwt, now, wall, &mut self.rng)?;
+        self.context.set_credential(credential);
+        self.bump();
+        Ok(())
+    }
+
+    /// Whether abandoned sample futures wait for their `cancel_future`.
+    pub fn has_abandoned_futures(&self) -> bool {
+        !self.abandoned_futures.is_empty()
+    }
+
+    /// Registers the housekeeper's waker: woken once when a future is abandoned, so cancels go
+    /// out promptly rather than at the housekeeper's next timer.
+    pub fn set_background_waker(&mut self, waker: &Waker) {
+        self.background_waker = Some(waker.clone());
     }
 
     /// Takes up to `max` abandoned sample futures to cancel.
     pub fn take_abandoned_futures(&mut self, max: usize) -> Vec<String> {
         let n = max.min(self.abandoned_futures.len());
         self.abandoned_futures.drain(..n).collect()
+    }
+
+    /// The `retrieve_futures` completion poller of a sampling session's clone (7.7), created on
+    /// first use.
+    pub fn completion_poller(
+        &mut self,
+        sampling_session_id: &str,
+        cloned_sampler_id: u64,
+    ) -> &mut CompletionPoller {
+        self.completion_pollers
+            .entry((sampling_session_id.to_owned(), cloned_sampler_id))
+            .or_insert_with(|| CompletionPoller::new(sampling_session_id, cloned_sampler_id))
+    }
+
+    /// Every completion poller, keyed by (sampling session, clone id): the housekeeper sends
+    /// their leftover acknowledgements.
+    pub fn completion_pollers_mut(
+        &mut self,
+    ) -> impl Iterator<Item = (&(String, u64), &mut CompletionPoller)> {
+        self.completion_pollers.iter_mut()
     }
 
     /// Whether every budget and gate is back to capacity and no turn is open: what a quiet
@@ -433,6 +516,10 @@ impl Ledger {
             && self.sampling.in_flight() == 0
             && self.sampling.bytes_balance() == self.sampling.config().bytes as i64
             && self.turns.open_turns() == 0
+            && self
+                .completion_pollers
+                .values()
+                .all(CompletionPoller::is_idle)
     }
 }
 

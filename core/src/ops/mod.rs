@@ -144,6 +144,31 @@ pub fn decode_future_json<T: DeserializeOwned>(
     }
 }
 
+/// `auth/token`: exchanges the API key for a JWT (JWT mode, protocol.md 2.3). Sent with the API
+/// key even after the context switched to a JWT. Marks the exchange as running in the ledger, so
+/// requests needing a token wait for it; feed the result to [`Ledger::install_jwt`] (or
+/// [`crate::auth::JwtState::on_exchange_failed`]).
+pub fn exchange_token(
+    ledger: &mut Ledger,
+    opts: CallOptions,
+) -> Result<TypedCall<crate::types::AuthTokenResponse>> {
+    let Some(key) = ledger.jwt_api_key().cloned() else {
+        return Err(Error::Config("JWT auth is not enabled".into()));
+    };
+    let request = crate::call::WithCredential {
+        request: crate::types::AuthTokenRequest {},
+        credential: key,
+    };
+    let call = Call::new(ledger, request, opts, Gates::default())?;
+    if let Some(jwt) = ledger.jwt_mut() {
+        jwt.begin_exchange();
+    }
+    Ok(TypedCall::new(
+        call,
+        decode_direct::<crate::types::AuthTokenRequest>,
+    ))
+}
+
 /// A direct (non-future) endpoint: one call, the 2xx body decoded as `R::Response`.
 pub fn direct<R>(
     ledger: &mut Ledger,

@@ -10,7 +10,7 @@ use crate::call::{
 };
 use crate::error::{Error, Result};
 use crate::io::TransportError;
-use crate::ledger::{Ledger, SamplerHandle};
+use crate::ledger::{Ledger, SamplerHandle, CLONE_SEQ_BLOCK};
 use crate::proto::decode_sample_response;
 use crate::retry::sampling_layer::{SamplingDecision, SamplingRetry};
 use crate::retry::ClientKind;
@@ -37,6 +37,8 @@ pub struct SampleOp {
     started: Option<Instant>,
     watching: bool,
     seq_ids: Vec<u64>,
+    last_request_id: Option<String>,
+    last_queue_state: Option<String>,
     done: bool,
 }
 
@@ -71,6 +73,8 @@ impl SampleOp {
             started: None,
             watching: false,
             seq_ids: Vec::new(),
+            last_request_id: None,
+            last_queue_state: None,
             done: false,
         })
     }
@@ -151,9 +155,12 @@ impl Machine for SampleOp {
         if self.call.is_none() {
             if self.opts.deadline.is_some_and(|d| now >= d) {
                 let e = Error::Timeout {
-                    waiting_for: "a sample".into(),
-                    request_id: None,
-                    queue_state: None,
+                    waiting_for: match self.seq_ids.len() {
+                        0 => "a sample".into(),
+                        n => format!("a sample (backing off after attempt {n})"),
+                    },
+                    request_id: self.last_request_id.clone(),
+                    queue_state: self.last_queue_state.clone(),
                     elapsed: now.saturating_duration_since(started),
                 };
                 return self.finish(ledger, now, Err(e));
@@ -173,7 +180,9 @@ impl Machine for SampleOp {
                 sampling_estimate: Some(self.estimate),
                 ..Gates::default()
             };
-            match Call::new(ledger, request, self.opts.clone(), gates) {
+            let mut opts = self.opts.clone();
+            opts.completions = Some((self.session.clone(), seq / CLONE_SEQ_BLOCK));
+            match Call::new(ledger, request, opts, gates) {
                 Ok(call) => self.call = Some(call),
                 Err(e) => return self.finish(ledger, now, Err(e)),
             }
@@ -183,7 +192,25 @@ impl Machine for SampleOp {
         };
         match call.poll_output(ledger, now) {
             Output::Transmit(t) => Output::Transmit(t),
-            Output::Event(e) => Output::Event(e),
+            Output::Event(e) => {
+                // Kept for the timeout error of a later back-off.
+                match &e {
+                    Event::Submitted { request_id } => {
+                        self.last_request_id = Some(request_id.clone());
+                    }
+                    Event::StillQueued { queue_state } => {
+                        self.last_queue_state = Some(queue_state.clone());
+                    }
+                    Event::QueueState { state, reason, .. } => {
+                        self.last_queue_state = Some(match reason {
+                            Some(r) => format!("{} ({r})", state.name()),
+                            None => state.name().to_owned(),
+                        });
+                    }
+                    _ => {}
+                }
+                Output::Event(e)
+            }
             Output::Wait(w) => Output::Wait(w.or_deadline(stuck_at)),
             Output::Done(Ok(result)) => {
                 self.call = None;

@@ -10,6 +10,7 @@
 //! | X, holder | [`holder_layer`] | until 300 s elapsed, new key each time | 1, 2, 4 … ≤ 30 s, last wait clipped |
 //! | R, sampling | [`sampling_layer`] | unbounded, whole sample resubmitted | 0.5·2^k ≤ 10 s ± 25 % |
 //! | `retrieve_future` polls | [`poll`] | own rules (protocol.md 7.5) | none, or min(2^n, 30) s |
+//! | `retrieve_futures` poller | [`batch_poll`] | own rules (protocol.md 7.7) | 1 s, 402: 5 s |
 //!
 //! Shared pieces: [`Failure`] (one attempt's outcome, normalised), [`BackoffPolicy`],
 //! [`RetryPolicy`] (gax-style attempt/time limits), [`RetryBudget`] (token bucket),
@@ -20,6 +21,7 @@
 //! `draw` in `[0, 1)` taken from [`crate::rng::Rng`].
 
 mod backoff;
+pub mod batch_poll;
 mod billing;
 mod budget;
 mod failure;

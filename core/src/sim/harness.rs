@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::http::describe;
+use super::telemetry::SimTelemetry;
 use super::{FaultConfig, FaultyServer, Reply, Server, VirtualClock};
 use crate::call::{AttemptId, CallOptions, Machine, Output, Wait};
 use crate::endpoints::RequestContext;
@@ -37,6 +38,9 @@ pub struct SimConfig {
     pub deadline_probability: f64,
     /// The server's faults.
     pub faults: FaultConfig,
+    /// Samples learn of their completion from the `retrieve_futures` session poller (client
+    /// config `sample_use_retrieve_futures`, protocol.md 7.7) instead of long-polling each future.
+    pub retrieve_futures: bool,
 }
 
 impl Default for SimConfig {
@@ -49,6 +53,7 @@ impl Default for SimConfig {
             cancel_probability: 0.002,
             deadline_probability: 0.1,
             faults: FaultConfig::rough(),
+            retrieve_futures: false,
         }
     }
 }
@@ -105,6 +110,17 @@ struct Slot {
     bounded: bool,
 }
 
+/// The public method a slot's label stands for (telemetry names it).
+fn method_of(label: &str) -> &'static str {
+    if label.starts_with("sample") {
+        "SamplingClient.sample"
+    } else if label.starts_with("step") {
+        "TrainingClient.optim_step"
+    } else {
+        "TrainingClient.forward_backward"
+    }
+}
+
 /// The simulation harness. See [`Sim::run`].
 #[derive(Debug)]
 pub struct Sim;
@@ -158,11 +174,18 @@ impl Sim {
     ///   plus one 30 s back-off plus eleven 60 s layer-H waits;
     /// * the server received each training run's submissions in turn order;
     /// * every budget is back to capacity and no turn is left open;
-    /// * nothing deadlocks (every wait has a timer, a response or a ledger change ahead).
+    /// * nothing deadlocks (every wait has a timer, a response or a ledger change ahead);
+    /// * every telemetry event (retries, failures, session start and end) is sent or counted as
+    ///   dropped once the queue's final flush is over.
     pub fn run(config: SimConfig, start: Instant) -> SimReport {
         let mut report = SimReport::default();
         let clock = VirtualClock::new(start);
         let mut ledger = Sim::ledger(config.seed);
+        if config.retrieve_futures {
+            let mut client = ledger.client_config().clone();
+            client.sample_use_retrieve_futures = true;
+            ledger.set_client_config(client);
+        }
         let mut server = FaultyServer::new(config.seed ^ 0x5EED, config.faults);
         let mut rng = Rng::from_seed(config.seed.wrapping_mul(31).wrapping_add(7));
         let mut slots: Vec<Slot> = Vec::new();
@@ -250,6 +273,7 @@ impl Sim {
             }
         }
 
+        let mut telemetry = SimTelemetry::new(config.seed, start);
         Sim::drive(
             &mut slots,
             &mut ledger,
@@ -258,6 +282,7 @@ impl Sim {
             &mut rng,
             config.cancel_probability,
             &mut report,
+            &mut telemetry,
         );
         Sim::check_slots(&slots, &mut report);
 
@@ -313,6 +338,7 @@ impl Sim {
             &mut rng,
             0.0,
             &mut report,
+            &mut telemetry,
         );
         if report.succeeded - before.0 != config.runs || report.failed != before.1 {
             report
@@ -323,6 +349,10 @@ impl Sim {
             report
                 .violations
                 .push("budgets or turns leaked after the final calls".into());
+        }
+        // Every telemetry event is sent or counted as dropped.
+        if let Some(broken) = telemetry.finish(&mut server, &clock, &mut report.trace) {
+            report.violations.push(broken);
         }
         report.elapsed = clock.elapsed();
         report
@@ -337,6 +367,7 @@ impl Sim {
         rng: &mut Rng,
         cancel_probability: f64,
         report: &mut SimReport,
+        telemetry: &mut SimTelemetry,
     ) {
         let start = clock.start();
         for _step in 0..1_000_000 {
@@ -355,7 +386,9 @@ impl Sim {
                     match slot.machine.poll_output(ledger, now) {
                         Output::Transmit(t) => {
                             let path = t.request.uri().path().to_owned();
-                            if !path.ends_with("/retrieve_future") {
+                            if !path.ends_with("/retrieve_future")
+                                && !path.ends_with("/retrieve_futures")
+                            {
                                 let retry = header(&t.request, "x-stainless-retry-count")
                                     .parse()
                                     .unwrap_or(0);
@@ -375,7 +408,7 @@ impl Sim {
                             slot.in_flight
                                 .push((now + reply.delay() + latency, t.attempt, reply));
                         }
-                        Output::Event(_) => {}
+                        Output::Event(e) => telemetry.on_event(method_of(&slot.label), &e),
                         Output::Wait(w) => {
                             slot.wait = Some(w);
                             break;
@@ -384,7 +417,10 @@ impl Sim {
                             slot.done = true;
                             match r {
                                 Ok(()) => report.succeeded += 1,
-                                Err(_) => report.failed += 1,
+                                Err(e) => {
+                                    telemetry.on_error(method_of(&slot.label), &e);
+                                    report.failed += 1;
+                                }
                             }
                             if let Output::Transmit(_) = slot.machine.poll_output(ledger, now) {
                                 report.violations.push(format!(
@@ -409,6 +445,13 @@ impl Sim {
                     }
                 }
             }
+            // The housekeeper flushes telemetry meanwhile; its timers never keep a finished
+            // simulation alive, nor hide a deadlock.
+            let flush = telemetry.pump(server, now, &mut report.trace);
+            let next = match (next, flush) {
+                (Some(n), Some(f)) => Some(n.min(f)),
+                (n, _) => n,
+            };
             let Some(next) = next else {
                 if slots.iter().any(|s| !s.done) {
                     report

@@ -17,6 +17,7 @@ mod clock;
 mod harness;
 mod http;
 mod server;
+mod telemetry;
 
 #[cfg(test)]
 mod tests;

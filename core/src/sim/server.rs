@@ -201,6 +201,8 @@ struct Future {
     payload: Reply,
     is_sample: bool,
     expired: bool,
+    /// Reported finished by a `retrieve_futures` poll.
+    reported: bool,
 }
 
 /// A seeded fake Tinker server: accepts submits (forward_backward, optim_step, the save calls,
@@ -217,6 +219,9 @@ pub struct FaultyServer {
     next_request: u64,
     futures: BTreeMap<String, Future>,
     accepted: Vec<(String, u64)>,
+    cursor: u64,
+    batch_polls: u64,
+    acknowledged: Vec<String>,
 }
 
 impl FaultyServer {
@@ -229,12 +234,69 @@ impl FaultyServer {
             next_request: 0,
             futures: BTreeMap::new(),
             accepted: Vec::new(),
+            cursor: 0,
+            batch_polls: 0,
+            acknowledged: Vec::new(),
         }
     }
 
     /// Accepted training submissions `(model_id, seq_id)`, in arrival order.
     pub fn accepted(&self) -> &[(String, u64)] {
         &self.accepted
+    }
+
+    /// `retrieve_futures` polls answered so far.
+    pub fn batch_polls(&self) -> u64 {
+        self.batch_polls
+    }
+
+    /// Request ids acknowledged in `retrieved_request_ids`, in arrival order.
+    pub fn acknowledged(&self) -> &[String] {
+        &self.acknowledged
+    }
+
+    /// One `retrieve_futures` poll: every sample future still pending moves one step closer to
+    /// done; those done are reported once, with their payload size. A long poll with nothing to
+    /// report is held for two seconds, as the real server holds it.
+    fn batch_poll(&mut self, body: &serde_json::Value) -> Reply {
+        self.batch_polls += 1;
+        if let Some(ids) = body["retrieved_request_ids"].as_array() {
+            self.acknowledged
+                .extend(ids.iter().filter_map(|v| v.as_str().map(str::to_owned)));
+        }
+        let ack_only = body["timeout"].as_f64() == Some(0.0);
+        let mut completions = Vec::new();
+        for (id, future) in self.futures.iter_mut() {
+            if !future.is_sample || future.reported {
+                continue;
+            }
+            if future.pending_polls > 0 {
+                future.pending_polls -= 1;
+                continue;
+            }
+            future.reported = true;
+            self.cursor += 1;
+            let size = match &future.payload {
+                Reply::Response { body, .. } => body.len(),
+                _ => 0,
+            };
+            completions.push(format!(
+                r#"{{"state":"finished","request_id":"{id}","response_payload_uncompressed_size":{size}}}"#
+            ));
+        }
+        let reply = Reply::json(
+            200,
+            format!(
+                r#"{{"completions":[{}],"cursor":{}}}"#,
+                completions.join(","),
+                self.cursor
+            ),
+        );
+        if completions.is_empty() && !ack_only {
+            reply.with_delay(Duration::from_secs(2))
+        } else {
+            reply
+        }
     }
 
     /// Sets the fault probabilities from now on.
@@ -307,6 +369,7 @@ impl FaultyServer {
                 payload,
                 is_sample,
                 expired: false,
+                reported: false,
             },
         );
         Reply::json(200, format!(r#"{{"request_id":"{id}"{extra}}}"#))
@@ -417,6 +480,8 @@ impl Server for FaultyServer {
         let json: serde_json::Value = serde_json::from_slice(request.body()).unwrap_or_default();
         let reply = match path.as_str() {
             "retrieve_future" => self.poll(&json),
+            "retrieve_futures" => self.batch_poll(&json),
+            "telemetry" => Reply::json(200, r#"{"status":"accepted"}"#),
             "forward_backward" => {
                 let compressed = request
                     .headers()

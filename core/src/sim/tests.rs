@@ -94,3 +94,118 @@ fn a_clean_server_completes_every_call() {
     assert_eq!(report.failed, 0);
     assert_eq!(report.succeeded, 2 * 6 + 4 + 2);
 }
+
+#[test]
+fn samples_waiting_on_the_retrieve_futures_poller_keep_every_invariant() {
+    let t0 = start();
+    let (mut fetched, mut cancelled) = (0, 0);
+    for seed in 0..80 {
+        let report = Sim::run(
+            SimConfig {
+                seed,
+                samples: 12,
+                cancel_probability: 0.02,
+                retrieve_futures: true,
+                ..SimConfig::default()
+            },
+            t0,
+        );
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:#?}",
+            report.violations
+        );
+        // The samples were told of their completion by the session poller: none long-polled
+        // its own future (a sample's `retrieve_future` only fetches a reported payload).
+        let sample_lines = || report.trace.iter().filter(|r| r.starts_with("sample"));
+        assert!(
+            sample_lines().any(|r| r.contains("/retrieve_futures ")),
+            "seed {seed}"
+        );
+        let fetches: Vec<&String> = sample_lines()
+            .filter(|r| r.contains("/retrieve_future "))
+            .collect();
+        assert!(
+            fetches
+                .iter()
+                .all(|r| r.contains(r#""allow_metadata_only":false"#)),
+            "seed {seed}: a sample long-polled its own future: {fetches:#?}"
+        );
+        fetched += fetches.len();
+        cancelled += report.cancelled;
+    }
+    assert!(fetched > 0, "no payload fetched");
+    assert!(
+        cancelled > 0,
+        "no cancellation exercised the lease hand-over"
+    );
+}
+
+#[test]
+fn telemetry_reaches_the_server_or_is_counted_dropped_under_faults() {
+    let t0 = start();
+    let (mut accepted, mut failed) = (0, 0);
+    for seed in 0..60 {
+        let report = Sim::run(
+            SimConfig {
+                seed,
+                ..SimConfig::default()
+            },
+            t0,
+        );
+        // The conservation check itself runs inside every simulation.
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:#?}",
+            report.violations
+        );
+        let batches = report
+            .trace
+            .iter()
+            .filter(|l| l.starts_with("telemetry batch"));
+        for line in batches {
+            if line.ends_with("accepted") {
+                accepted += 1;
+            } else {
+                failed += 1;
+            }
+        }
+    }
+    // Both outcomes happened, so both sides of the accounting were exercised.
+    assert!(
+        accepted > 0 && failed > 0,
+        "{accepted} accepted, {failed} failed"
+    );
+}
+
+#[test]
+fn on_a_clean_server_every_sample_completes_through_the_session_poller() {
+    let report = Sim::run(
+        SimConfig {
+            seed: 4,
+            samples: 30,
+            cancel_probability: 0.0,
+            deadline_probability: 0.0,
+            faults: FaultConfig::none(),
+            retrieve_futures: true,
+            ..SimConfig::default()
+        },
+        start(),
+    );
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+    assert_eq!(report.failed, 0);
+    assert_eq!(report.succeeded, 2 * 6 + 30 + 2);
+    let fetches = report
+        .trace
+        .iter()
+        .filter(|r| r.starts_with("sample") && r.contains("/retrieve_future "))
+        .count();
+    let polls = report
+        .trace
+        .iter()
+        .filter(|r| r.contains("/retrieve_futures "))
+        .count();
+    // One payload fetch per sample, and fewer session polls than samples: they were shared.
+    assert_eq!(fetches, 30);
+    assert!(polls < 30, "{polls} session polls for 30 samples");
+}
