@@ -167,6 +167,7 @@ fn router(st: Arc<AppState>) -> Router {
         .route("/_admin/jwt/expire", post(admin::expire_jwts))
         .route("/_admin/sessions/{id}/expire", post(admin::expire_session))
         .route("/_files/{token}/{name}", get(rest::download))
+        .route("/_archives/{token}/{name}", get(rest::archive_download))
         .fallback(|| async { ApiError::not_found("Not Found") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(st)
