@@ -63,9 +63,9 @@ pub(crate) struct Cli {
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
-    /// Aligned columns for people.
+    // Aligned columns for people (plain comments: doc comments would bloat every --help).
     Table,
-    /// One JSON document on stdout for scripts.
+    // One JSON document on stdout, for scripts.
     Json,
 }
 

@@ -390,7 +390,7 @@ fn tar_layout(files: &BTreeMap<String, Arc<Vec<u8>>>, padding: u64) -> Vec<Segme
     let mtime = unix_secs(SystemTime::now()).max(0) as u64;
     let zeros = |n: u64| Segment::Bytes(Arc::new(vec![0u8; n as usize]));
     let mut out = Vec::new();
-    let mut member = |out: &mut Vec<Segment>, name: &str, body: Segment| {
+    let member = |out: &mut Vec<Segment>, name: &str, body: Segment| {
         let size = body.len();
         out.push(Segment::Bytes(Arc::new(tar_header(name, size, mtime))));
         out.push(body);
