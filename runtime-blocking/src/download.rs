@@ -106,7 +106,9 @@ pub struct DownloadReport {
 #[non_exhaustive]
 pub enum DownloadError {
     /// The path is not a checkpoint path of the form `tinker://<run-id>/<kind>/<name>`.
-    #[error("invalid checkpoint path {path:?}: {reason} (expected tinker://<run-id>/weights/<name>)")]
+    #[error(
+        "invalid checkpoint path {path:?}: {reason} (expected tinker://<run-id>/weights/<name>)"
+    )]
     InvalidPath {
         /// The path given.
         path: String,
@@ -201,11 +203,15 @@ pub fn download_checkpoint(
             return Err(DownloadError::DestinationExists(destination));
         }
         tracing::debug!(dir = %destination.display(), "removing the existing destination (--force)");
-        fs::remove_dir_all(&destination)
-            .map_err(DownloadError::io(format!("removing {}", destination.display())))?;
+        fs::remove_dir_all(&destination).map_err(DownloadError::io(format!(
+            "removing {}",
+            destination.display()
+        )))?;
     }
-    fs::create_dir_all(output_dir)
-        .map_err(DownloadError::io(format!("creating {}", output_dir.display())))?;
+    fs::create_dir_all(output_dir).map_err(DownloadError::io(format!(
+        "creating {}",
+        output_dir.display()
+    )))?;
 
     let url = archive_url(rest, path, options)?;
     let part = output_dir.join(format!(".{name}.tar.part"));
@@ -407,7 +413,10 @@ fn fetch_from(
         }
         416 if offset > 0 => {
             let range = header(http::header::CONTENT_RANGE).unwrap_or_default();
-            match range.strip_prefix("bytes */").and_then(|t| t.parse::<u64>().ok()) {
+            match range
+                .strip_prefix("bytes */")
+                .and_then(|t| t.parse::<u64>().ok())
+            {
                 Some(total) if total == offset => Ok(Fetch::AlreadyComplete),
                 _ => Err(Failure::Fatal(DownloadError::Http { status: 416 })),
             }
@@ -472,10 +481,8 @@ fn progress_bar(mode: ProgressMode) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::with_draw_target(
-        None,
-        indicatif::ProgressDrawTarget::stderr(),
-    );
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
     if let Ok(style) = indicatif::ProgressStyle::with_template(
         "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
     ) {
@@ -546,7 +553,9 @@ pub fn extract_archive_safely(archive: &Path, dest: &Path) -> Result<Vec<PathBuf
             dest.display()
         )))?;
         if !unpacked {
-            return Err(unsafe_entry("it would be written outside the target folder"));
+            return Err(unsafe_entry(
+                "it would be written outside the target folder",
+            ));
         }
         files.push(relative);
     }

@@ -25,8 +25,9 @@ pub(crate) fn execute(ctx: &Context, command: BillingCommand) -> CliResult {
     } = command;
     let parse = |name: &str, v: &str| {
         Timestamp::parse(v).map_err(|e| {
-            CliError::usage(format!("{name}: invalid time {v:?}"))
-                .with_hint(format!("Use RFC 3339 on a whole hour, e.g. 2026-07-13T00:00:00Z ({e})"))
+            CliError::usage(format!("{name}: invalid time {v:?}")).with_hint(format!(
+                "Use RFC 3339 on a whole hour, e.g. 2026-07-13T00:00:00Z ({e})"
+            ))
         })
     };
     let start = parse("STARTING_ON", &starting_on)?;

@@ -234,12 +234,10 @@ fn find_checkpoint(rest: &crate::RestClient, path: &str) -> CliResult<Checkpoint
         .into_iter()
         .find(|c| c.tinker_path == path)
         .ok_or_else(|| {
-            CliError::new(Exit::Failed, format!("Checkpoint not found: {path}")).with_hint(
-                format!(
-                    "Run `tinker checkpoint list --run-id {}` to see its checkpoints.",
-                    parsed.training_run_id()
-                ),
-            )
+            CliError::new(Exit::Failed, format!("Checkpoint not found: {path}")).with_hint(format!(
+                "Run `tinker checkpoint list --run-id {}` to see its checkpoints.",
+                parsed.training_run_id()
+            ))
         })
 }
 
@@ -339,8 +337,9 @@ impl Filters {
                     v.clone()
                 };
                 Timestamp::parse(&text).map_err(|e| {
-                    CliError::usage(format!("--{flag}: invalid date {v:?}"))
-                        .with_hint(format!("Use ISO 8601, e.g. 2024-01-01 or 2024-01-01T08:00:00Z ({e})"))
+                    CliError::usage(format!("--{flag}: invalid date {v:?}")).with_hint(format!(
+                        "Use ISO 8601, e.g. 2024-01-01 or 2024-01-01T08:00:00Z ({e})"
+                    ))
                 })
             })
             .transpose()
@@ -432,10 +431,10 @@ fn delete(
 fn confirm(paths: &[String]) -> CliResult<bool> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        return Err(
-            CliError::usage("Refusing to delete without confirmation: stdin is not a terminal")
-                .with_hint("Pass --yes to delete without asking."),
-        );
+        return Err(CliError::usage(
+            "Refusing to delete without confirmation: stdin is not a terminal",
+        )
+        .with_hint("Pass --yes to delete without asking."));
     }
     eprintln!("Will delete {} checkpoint(s):", paths.len());
     for p in paths {

@@ -53,6 +53,11 @@ pub(crate) struct Cli {
     /// API base URL (default: $TINKER_BASE_URL, else the production service).
     #[arg(long, global = true, value_name = "URL")]
     base_url: Option<String>,
+    /// Give up on each API call after this many seconds (default: no bound beyond the SDK's retry
+    /// policies). The one-time configuration fetch at start-up keeps the SDK's retry policy,
+    /// which tries an unreachable server for about five minutes before exit code 4.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    timeout: Option<f64>,
     /// More logging on stderr: -v info, -vv debug, -vvv trace (default: $TINKER_LOG, else warn).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -196,6 +201,7 @@ pub(crate) type CliResult<T = Output> = std::result::Result<T, CliError>;
 pub(crate) struct Context {
     api_key: Option<String>,
     base_url: Option<String>,
+    timeout: Option<std::time::Duration>,
     pub format: Format,
 }
 
@@ -230,7 +236,11 @@ impl Context {
             return Err(no_credentials());
         }
         tracing::debug!(base_url = %settings.base_url, "connecting");
-        crate::connect(settings).map_err(CliError::from)
+        let mut options = crate::ClientOptions::default();
+        if let Some(timeout) = self.timeout {
+            options = options.with_default_deadline(timeout);
+        }
+        crate::connect_with(settings, options).map_err(CliError::from)
     }
 
     pub fn rest(&self) -> CliResult<RestClient> {
@@ -268,9 +278,19 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    let timeout = match cli.timeout {
+        None => None,
+        Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+        Some(s) => {
+            return report(&CliError::usage(format!(
+                "--timeout must be a positive number of seconds, not {s}"
+            )))
+        }
+    };
     let ctx = Context {
         api_key: cli.api_key,
         base_url: cli.base_url,
+        timeout,
         format: cli.format,
     };
     let result = match cli.command {
@@ -376,7 +396,9 @@ pub(crate) fn count_title(count: usize, total: u64, one: &str, many: &str) -> St
     if more == 1 {
         title.push_str(" (1 more not shown, use --limit to see more)");
     } else if more > 1 {
-        title.push_str(&format!(" ({more} more not shown, use --limit to see more)"));
+        title.push_str(&format!(
+            " ({more} more not shown, use --limit to see more)"
+        ));
     }
     title
 }

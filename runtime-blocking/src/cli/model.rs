@@ -27,11 +27,12 @@ pub(crate) fn execute(ctx: &Context, command: ModelCommand) -> CliResult {
                 .is_some_and(|n| n.to_lowercase().contains(&needle))
         });
         if models.is_empty() {
-            return Err(CliError::new(
-                Exit::Failed,
-                format!("No model name contains '{needle}'"),
-            )
-            .with_hint("Run 'tinker model list' to see every model this organization can use."));
+            return Err(
+                CliError::new(Exit::Failed, format!("No model name contains '{needle}'"))
+                    .with_hint(
+                        "Run 'tinker model list' to see every model this organization can use.",
+                    ),
+            );
         }
     }
     let opt = |v: Option<String>| v.unwrap_or_else(|| "N/A".into());
