@@ -158,12 +158,20 @@ mod tests {
 
     #[test]
     fn an_archive_redirect_becomes_its_json_reply_and_other_redirects_do_not() {
-        let sent = Request::get("https://t.example/base/api/v1/training_runs/r:train:0/checkpoints/weights/s1/archive")
-            .body(Bytes::new())
-            .unwrap();
+        let sent = Request::get(
+            "https://t.example/base/api/v1/training_runs/r:train:0/checkpoints/weights/s1/archive",
+        )
+        .body(Bytes::new())
+        .unwrap();
         let mut headers = HeaderMap::new();
-        headers.insert(header::LOCATION, "https://store.example/a.tar?sig=1".parse().unwrap());
-        headers.insert(header::EXPIRES, "Thu, 01 Jan 2026 00:15:00 GMT".parse().unwrap());
+        headers.insert(
+            header::LOCATION,
+            "https://store.example/a.tar?sig=1".parse().unwrap(),
+        );
+        headers.insert(
+            header::EXPIRES,
+            "Thu, 01 Jan 2026 00:15:00 GMT".parse().unwrap(),
+        );
         let now = std::time::UNIX_EPOCH;
 
         let body = archive_redirect_reply(&sent, StatusCode::FOUND, &headers, now).unwrap();
@@ -174,7 +182,10 @@ mod tests {
         headers.remove(header::EXPIRES);
         let body = archive_redirect_reply(&sent, StatusCode::FOUND, &headers, now).unwrap();
         let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(reply["expires"], "1970-01-01T00:15:00Z", "default validity 15 min");
+        assert_eq!(
+            reply["expires"], "1970-01-01T00:15:00Z",
+            "default validity 15 min"
+        );
 
         let other = Request::get("https://t.example/api/v1/training_runs/r:train:0")
             .body(Bytes::new())
