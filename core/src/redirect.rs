@@ -92,6 +92,48 @@ pub fn next_request(
     Some(next)
 }
 
+/// How long a checkpoint archive URL is taken to be valid when its 302 has no `Expires` header
+/// (the official SDK's default, protocol.md 6.9).
+const ARCHIVE_URL_DEFAULT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The 0.25 checkpoint-archive endpoint (`GET …/training_runs/{id}/checkpoints/{cid}/archive`,
+/// protocol.md 6.9) may answer its signed URL as a redirect that the SDK reads and does **not**
+/// follow (following it would download the whole archive as if it were the JSON reply). For such
+/// a response this returns the equivalent 200 body, `{"url": <Location>, "expires": <Expires, or
+/// now + 15 min>}`, which the endpoint decodes like the server's other answer; for any other
+/// request or status, `None` (then [`next_request`] applies).
+///
+/// `now` is the caller's wall clock (the core reads none).
+pub fn archive_redirect_reply(
+    sent: &Request<Bytes>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    now: std::time::SystemTime,
+) -> Option<Bytes> {
+    let path = sent.uri().path();
+    let is_archive = sent.method() == Method::GET
+        && path.contains("/api/v1/training_runs/")
+        && path.ends_with("/archive");
+    if !is_archive || !status.is_redirection() {
+        return None;
+    }
+    let location = headers.get(header::LOCATION)?.to_str().ok()?;
+    let url = resolve(sent.uri(), location)?;
+    let expires = headers
+        .get(header::EXPIRES)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .unwrap_or(now + ARCHIVE_URL_DEFAULT_VALIDITY);
+    let secs = expires
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let body = serde_json::json!({
+        "url": url.to_string(),
+        "expires": crate::types::Timestamp::from_unix_seconds(secs),
+    });
+    serde_json::to_vec(&body).ok().map(Bytes::from)
+}
+
 /// Resolves a `Location` value against the URL it answered: an absolute URL, or an absolute path
 /// on the same origin.
 fn resolve(base: &Uri, location: &str) -> Option<Uri> {
@@ -113,6 +155,45 @@ fn resolve(base: &Uri, location: &str) -> Option<Uri> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_archive_redirect_becomes_its_json_reply_and_other_redirects_do_not() {
+        let sent = Request::get(
+            "https://t.example/base/api/v1/training_runs/r:train:0/checkpoints/weights/s1/archive",
+        )
+        .body(Bytes::new())
+        .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::LOCATION,
+            "https://store.example/a.tar?sig=1".parse().unwrap(),
+        );
+        headers.insert(
+            header::EXPIRES,
+            "Thu, 01 Jan 2026 00:15:00 GMT".parse().unwrap(),
+        );
+        let now = std::time::UNIX_EPOCH;
+
+        let body = archive_redirect_reply(&sent, StatusCode::FOUND, &headers, now).unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(reply["url"], "https://store.example/a.tar?sig=1");
+        assert_eq!(reply["expires"], "2026-01-01T00:15:00Z");
+
+        headers.remove(header::EXPIRES);
+        let body = archive_redirect_reply(&sent, StatusCode::FOUND, &headers, now).unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            reply["expires"], "1970-01-01T00:15:00Z",
+            "default validity 15 min"
+        );
+
+        let other = Request::get("https://t.example/api/v1/training_runs/r:train:0")
+            .body(Bytes::new())
+            .unwrap();
+        assert!(archive_redirect_reply(&other, StatusCode::FOUND, &headers, now).is_none());
+        assert!(archive_redirect_reply(&sent, StatusCode::OK, &headers, now).is_none());
+    }
+
     use super::*;
 
     const KEY: &str = "tml-secret";

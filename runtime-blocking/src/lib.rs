@@ -27,9 +27,11 @@
 
 pub use tinker_core as core;
 
+pub mod cli;
 mod clients;
 mod clock;
 mod connect;
+pub mod download;
 pub mod executor;
 pub mod hf;
 mod transport;

@@ -19,6 +19,8 @@
 //! - **Redirects** are followed (up to 10), as the official SDK does, by a loop on the core's
 //!   [`tinker_core::redirect::next_request`], not by ureq (`max_redirects(0)`): ureq's policy
 //!   drops only `Authorization` on another origin and would forward the `X-API-Key`.
+//!   One exception, decided by the core's [`tinker_core::redirect::archive_redirect_reply`]: the
+//!   0.25 checkpoint-archive endpoint's 302 is read (its `Location` is the answer), not followed.
 //! - **Compression**: the transport owns `Accept-Encoding`. It sends `gzip`, the one encoding it
 //!   decodes; a decoded response has no `Content-Encoding` or `Content-Length` header.
 //! - **Body** is a reader over the socket with no size limit (checkpoints can be large). Its read
@@ -32,7 +34,7 @@ use bytes::Bytes;
 use tinker_core::io::{
     BlockingHttp, BlockingResponse, Timeouts, TransportError, TransportErrorKind,
 };
-use tinker_core::redirect::{next_request, MAX_REDIRECTS};
+use tinker_core::redirect::{archive_redirect_reply, next_request, MAX_REDIRECTS};
 use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
 
 /// The encodings this transport decodes, sent as `Accept-Encoding` on every request.
@@ -133,6 +135,12 @@ impl BlockingHttp for UreqTransport {
         let mut request = http::Request::from_parts(parts, body);
         for _hop in 0..=MAX_REDIRECTS {
             let response = self.send_once(&request, timeouts)?;
+            let now = std::time::SystemTime::now();
+            if let Some(body) =
+                archive_redirect_reply(&request, response.status(), response.headers(), now)
+            {
+                return Ok(json_reply(body));
+            }
             match next_request(&request, response.status(), response.headers()) {
                 Some(next) => request = next,
                 None => {
@@ -176,6 +184,20 @@ impl UreqTransport {
                 timeouts,
             )
         }
+    }
+}
+
+/// A synthesized `200 application/json` response (see [`archive_redirect_reply`]).
+fn json_reply(body: Bytes) -> BlockingResponse {
+    let (head, ()) = http::Response::builder()
+        .status(http::StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(())
+        .unwrap_or_default()
+        .into_parts();
+    BlockingResponse {
+        head,
+        body: Box::new(io::Cursor::new(body)),
     }
 }
 

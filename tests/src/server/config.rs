@@ -63,6 +63,9 @@ pub struct LocalServerConfig {
     pub archive_build_ms: u64,
     /// The archive URL answers 302 + `Location` (true) or 200 JSON `{url, expires}` (false).
     pub archive_redirect: bool,
+    /// Size of a `padding.bin` member added to every checkpoint archive (0 = none), so downloads
+    /// of any size (e.g. 200 MB) can be tested; the archive is streamed, never held in memory.
+    pub archive_padding_bytes: u64,
     /// Vocabulary size of the toy models.
     pub vocab_size: usize,
     /// The models `get_server_capabilities` lists; `create_model` needs a `trainable` one,
@@ -103,6 +106,7 @@ impl Default for LocalServerConfig {
             seq_gap_timeout_ms: Some(30_000),
             archive_build_ms: 0,
             archive_redirect: true,
+            archive_padding_bytes: 0,
             vocab_size: crate::model::DEFAULT_VOCAB_SIZE,
             models: default_models(),
             faults: Vec::new(),

@@ -175,6 +175,7 @@ fn router(st: Arc<AppState>) -> Router {
         )
         .route("/_files/{token}/{name}", get(rest::download))
         .nest("/_hub", hub::router())
+        .route("/_archives/{token}/{name}", get(rest::archive_download))
         .fallback(|| async { ApiError::not_found("Not Found") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(st)

@@ -320,9 +320,15 @@ fn archive(
             "the checkpoint archive is being built; retry later",
         ));
     }
-    let tar = tar_archive(&checkpoint_files(st, record)?);
-    let urls = st.publish_files(BTreeMap::from([("archive.tar".to_owned(), Arc::new(tar))]));
-    let url = urls["archive.tar"].clone();
+    // The archive is laid out (not built) here and streamed by `archive_download`, so its size
+    // can be far larger than memory (`archive_padding_bytes`).
+    let urls = st.publish_files(checkpoint_files(st, record)?);
+    let url = urls
+        .values()
+        .next()
+        .and_then(|u| u.rsplit_once('/'))
+        .map(|(dir, _)| format!("{}/archive.tar", dir.replacen("/_files/", "/_archives/", 1)))
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no checkpoint files"))?;
     let expires = SystemTime::now() + Duration::from_secs(900);
     if st.cfg.archive_redirect {
         Ok((
@@ -338,31 +344,239 @@ fn archive(
     }
 }
 
-/// A ustar archive of the given files.
-fn tar_archive(files: &BTreeMap<String, Arc<Vec<u8>>>) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mtime = unix_secs(SystemTime::now()).max(0) as u64;
-    for (name, data) in files {
-        let mut h = [0u8; 512];
-        let put = |h: &mut [u8; 512], at: usize, s: &[u8]| h[at..at + s.len()].copy_from_slice(s);
-        put(&mut h, 0, &name.as_bytes()[..name.len().min(99)]);
-        put(&mut h, 100, b"0000644\0");
-        put(&mut h, 108, b"0000000\0");
-        put(&mut h, 116, b"0000000\0");
-        put(&mut h, 124, format!("{:011o}\0", data.len()).as_bytes());
-        put(&mut h, 136, format!("{mtime:011o}\0").as_bytes());
-        put(&mut h, 148, b"        ");
-        h[156] = b'0';
-        put(&mut h, 257, b"ustar\0");
-        put(&mut h, 263, b"00");
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        put(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
+/// One piece of a streamed tar archive.
+#[derive(Debug, Clone)]
+enum Segment {
+    /// Literal bytes (headers, file contents, zero padding).
+    Bytes(Arc<Vec<u8>>),
+    /// `len` bytes of the padding pattern: byte i of the member is `i % 251`.
+    Pattern { len: u64 },
+}
+
+impl Segment {
+    fn len(&self) -> u64 {
+        match self {
+            Segment::Bytes(b) => b.len() as u64,
+            Segment::Pattern { len } => *len,
+        }
     }
-    out.extend_from_slice(&[0u8; 1024]);
+}
+
+/// The name of the synthetic member `archive_padding_bytes` adds to checkpoint archives.
+pub(crate) const ARCHIVE_PADDING_MEMBER: &str = "padding.bin";
+
+/// A ustar header block for a regular file.
+fn tar_header(name: &str, size: u64, mtime: u64) -> Vec<u8> {
+    let mut h = vec![0u8; 512];
+    let put = |h: &mut [u8], at: usize, s: &[u8]| h[at..at + s.len()].copy_from_slice(s);
+    put(&mut h, 0, &name.as_bytes()[..name.len().min(99)]);
+    put(&mut h, 100, b"0000644\0");
+    put(&mut h, 108, b"0000000\0");
+    put(&mut h, 116, b"0000000\0");
+    put(&mut h, 124, format!("{size:011o}\0").as_bytes());
+    put(&mut h, 136, format!("{mtime:011o}\0").as_bytes());
+    put(&mut h, 148, b"        ");
+    h[156] = b'0';
+    put(&mut h, 257, b"ustar\0");
+    put(&mut h, 263, b"00");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    put(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+/// The layout of a ustar archive of `files` plus, when `padding > 0`, a `padding.bin` member of
+/// that many pattern bytes: a list of segments, so any byte range can be produced on demand.
+fn tar_layout(files: &BTreeMap<String, Arc<Vec<u8>>>, padding: u64) -> Vec<Segment> {
+    let mtime = unix_secs(SystemTime::now()).max(0) as u64;
+    let zeros = |n: u64| Segment::Bytes(Arc::new(vec![0u8; n as usize]));
+    let mut out = Vec::new();
+    let member = |out: &mut Vec<Segment>, name: &str, body: Segment| {
+        let size = body.len();
+        out.push(Segment::Bytes(Arc::new(tar_header(name, size, mtime))));
+        out.push(body);
+        let pad = size.div_ceil(512) * 512 - size;
+        if pad > 0 {
+            out.push(zeros(pad));
+        }
+    };
+    for (name, data) in files {
+        member(&mut out, name, Segment::Bytes(data.clone()));
+    }
+    if padding > 0 {
+        member(
+            &mut out,
+            ARCHIVE_PADDING_MEMBER,
+            Segment::Pattern { len: padding },
+        );
+    }
+    out.push(zeros(1024));
     out
+}
+
+/// Copies the layout's bytes `[from, from + buf.len())` into `buf`.
+fn read_layout(layout: &[Segment], from: u64, buf: &mut [u8]) {
+    let mut seg_start = 0u64;
+    let mut filled = 0usize;
+    for seg in layout {
+        let seg_end = seg_start + seg.len();
+        let pos = from + filled as u64;
+        if filled == buf.len() {
+            break;
+        }
+        if pos < seg_end {
+            let off = pos - seg_start;
+            let n = ((seg_end - pos) as usize).min(buf.len() - filled);
+            match seg {
+                Segment::Bytes(b) => {
+                    buf[filled..filled + n].copy_from_slice(&b[off as usize..off as usize + n]);
+                }
+                Segment::Pattern { .. } => {
+                    for (i, byte) in buf[filled..filled + n].iter_mut().enumerate() {
+                        *byte = ((off + i as u64) % 251) as u8;
+                    }
+                }
+            }
+            filled += n;
+        }
+        seg_start = seg_end;
+    }
+}
+
+/// A `Range: bytes=a-b` / `bytes=a-` header → the inclusive span within `total`; `Err` when
+/// unsatisfiable. Multiple ranges are not supported (answered as the whole file).
+fn parse_range(value: &str, total: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let span = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            (total.saturating_sub(n), total.checked_sub(1)?)
+        }
+        (start, "") => (start.parse().ok()?, total.saturating_sub(1)),
+        (start, end) => (start.parse().ok()?, end.parse::<u64>().ok()?.min(total - 1)),
+    };
+    Some(if span.0 >= total || span.0 > span.1 {
+        Err(())
+    } else {
+        Ok(span)
+    })
+}
+
+/// `GET /_archives/{token}/archive.tar`: the tar archive of a published checkpoint export, streamed
+/// (constant memory whatever its size), with single-range `Range` support (206 / 416).
+///
+/// Faults: rules whose endpoint matches `_archives/{token}/archive.tar` (e.g. `"_archives/*"`)
+/// apply here; `reset_mid_body` sends half of the requested bytes, then breaks the connection.
+pub(crate) async fn archive_download(
+    State(st): State<Arc<AppState>>,
+    Path((token, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    if name != "archive.tar" {
+        return Err(ApiError::not_found("no such archive"));
+    }
+    let files = st
+        .files
+        .get(&token)
+        .map(|e| e.files.clone())
+        .ok_or_else(|| ApiError::not_found("no such archive"))?;
+    let layout = Arc::new(tar_layout(&files, st.cfg.archive_padding_bytes));
+    let total: u64 = layout.iter().map(Segment::len).sum();
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_range(v, total));
+    let (status, start, end) = match range {
+        None => (StatusCode::OK, 0, total),
+        Some(Ok((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b + 1),
+        Some(Err(())) => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{total}"))],
+            )
+                .into_response())
+        }
+    };
+    let firing = st
+        .faults
+        .check("GET", &format!("_archives/{token}/{name}"), None);
+    let cut = match firing.map(|f| f.fault) {
+        Some(super::faults::Fault::ResetMidBody) => Some(start + (end - start) / 2),
+        _ => None,
+    };
+    const CHUNK: u64 = 256 * 1024;
+    let stream = futures_util::stream::unfold(start, move |pos| {
+        let layout = layout.clone();
+        async move {
+            let stop = cut.unwrap_or(end);
+            if pos >= stop {
+                return cut.filter(|_| pos < end).map(|_| {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "injected fault: reset_mid_body",
+                    );
+                    (Err(e), end)
+                });
+            }
+            let n = (stop - pos).min(CHUNK);
+            let mut buf = vec![0u8; n as usize];
+            read_layout(&layout, pos, &mut buf);
+            Some((Ok(Bytes::from(buf)), pos + n))
+        }
+    });
+    let mut response = Response::new(axum::body::Body::from_stream(stream));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-tar"),
+    );
+    h.insert(
+        header::ACCEPT_RANGES,
+        http::HeaderValue::from_static("bytes"),
+    );
+    h.insert(header::CONTENT_LENGTH, http::HeaderValue::from(end - start));
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = http::HeaderValue::from_str(&format!("bytes {start}-{}/{total}", end - 1)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod archive_tests {
+    use super::*;
+
+    #[test]
+    fn any_byte_range_of_the_layout_matches_the_whole() {
+        let files = BTreeMap::from([("a.json".to_owned(), Arc::new(b"{\"k\":1}".to_vec()))]);
+        let layout = tar_layout(&files, 3000);
+        let total: u64 = layout.iter().map(Segment::len).sum();
+        assert_eq!(total % 512, 0, "a tar archive is made of 512-byte blocks");
+        let mut whole = vec![0u8; total as usize];
+        read_layout(&layout, 0, &mut whole);
+        let mut part = vec![0u8; 700];
+        read_layout(&layout, 1000, &mut part);
+        assert_eq!(&whole[1000..1700], &part[..]);
+        assert_eq!(
+            &whole[1536..1539],
+            &[0, 1, 2],
+            "the padding member starts its pattern after its header"
+        );
+    }
+
+    #[test]
+    fn ranges_parse_open_closed_suffix_and_unsatisfiable() {
+        assert_eq!(parse_range("bytes=10-", 100), Some(Ok((10, 99))));
+        assert_eq!(parse_range("bytes=10-19", 100), Some(Ok((10, 19))));
+        assert_eq!(parse_range("bytes=-5", 100), Some(Ok((95, 99))));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=1-2,4-5", 100), None);
+    }
 }
 
 /// `GET /api/v1/checkpoints?limit=&offset=`: all the user's checkpoints, newest first.
