@@ -190,22 +190,20 @@ pub async fn a2_resume_with_optimizer<R: Runtime>() {
     service.close(FinishReason::Success).await.unwrap();
 }
 
-/// A10: the connection drops after `save_state("step_000020")` succeeded on the server; the
-/// retry is answered from the saved checkpoint and the call succeeds with its path. Saving a
-/// *different* request under a name that is taken is an error.
+/// A10: the connection drops after `save_state("step_000020")` succeeded on the server. The
+/// retry is answered 409 (the name now exists); the client lists the run's checkpoints, finds
+/// it, and the call succeeds with its path. Saving again under the taken name is a 409 on the
+/// first attempt: a `Conflict` at once, no retry loop, and the run goes on without waiting for
+/// the rejected request's seq id.
 pub async fn a10_save_is_idempotent<R: Runtime>() {
-    // The rejected save leaves its seq id unused: let the server skip the gap quickly.
-    let config = LocalServerConfig {
-        seq_gap_timeout_ms: Some(200),
-        ..LocalServerConfig::default()
-    };
-    let env = Env::<R>::new(config);
+    let env = Env::<R>::new(LocalServerConfig::default());
     let service = env.connect();
     let training = service
         .create_lora_training_client(BASE_MODEL, LoraConfig::new(4))
         .await
         .unwrap();
     sft_step(&training, 0).await;
+    env.server().clear_recording();
     env.server().add_faults(vec![FaultRule::once(
         "save_weights",
         Fault::Reset {
@@ -215,7 +213,7 @@ pub async fn a10_save_is_idempotent<R: Runtime>() {
     let saved = training
         .save_state("step_000020")
         .await
-        .expect("the retried save is submitted")
+        .expect("the save is submitted")
         .await
         .expect("a save that already happened is success");
     assert!(
@@ -223,43 +221,57 @@ pub async fn a10_save_is_idempotent<R: Runtime>() {
         "{}",
         saved.path
     );
-    let saves = env
+    let wire: Vec<(String, u16)> = env
+        .server()
+        .recording()
+        .iter()
+        .filter(|e| e.endpoint() == "save_weights" || e.endpoint().starts_with("training_runs/"))
+        .map(|e| (e.endpoint().to_owned(), e.resp_status))
+        .collect();
+    let listing = format!("training_runs/{}/checkpoints", training.model_id());
+    assert_eq!(
+        wire,
+        [
+            // The first attempt ran on the server; its connection was dropped (status 0).
+            ("save_weights".to_owned(), 0),
+            // The retry met the checkpoint it had written.
+            ("save_weights".to_owned(), 409),
+            // And the client confirmed it exists.
+            (listing, 200),
+        ],
+        "{wire:?}"
+    );
+
+    // Another save under the taken name: one request, answered 409, a typed Conflict.
+    env.server().clear_recording();
+    let again = async { training.save_state("step_000020").await?.result().await }.await;
+    let err = again.expect_err("saving another request under a taken name fails");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(err.status(), Some(409), "{err}");
+    let saves: Vec<u16> = env
         .server()
         .recording()
         .iter()
         .filter(|e| e.endpoint() == "save_weights")
-        .count();
-    assert!(
-        saves >= 2,
-        "the dropped save was retried ({saves} requests)"
-    );
-
-    // The engine retries a 409 like the official SDK does (layers H and X, about five minutes),
-    // so the user's deadline bounds this wait; either way the call must fail, never succeed.
-    env.server().clear_recording();
-    let again = async {
-        training
-            .with_deadline(Duration::from_secs(5))
-            .save_state("step_000020")
-            .await?
-            .result()
-            .await
+        .map(|e| e.resp_status)
+        .collect();
+    assert_eq!(saves, [409], "one attempt, not retried");
+    // The run goes on: the rejected save's seq id was consumed, so this step does not wait for
+    // it (the server's seq-gap timeout is its default 30 s; the deadline is below it).
+    let next = async {
+        let training = training.with_deadline(Duration::from_secs(20));
+        let fb = training
+            .forward_backward(batch(1, 4), LossFn::CrossEntropy)
+            .await?;
+        fb.result().await
     }
-    .await;
-    let err = again.expect_err("saving another request under a taken name fails");
-    assert!(
-        matches!(err.kind(), ErrorKind::Conflict | ErrorKind::Timeout),
-        "{err}"
+    .await
+    .expect("the next step runs without waiting on a seq gap");
+    assert!(next.loss().is_some());
+    assert_eq!(
+        env.server().executed(training.model_id(), "save_weights"),
+        1
     );
-    let conflicts = env
-        .server()
-        .recording()
-        .iter()
-        .filter(|e| e.endpoint() == "save_weights" && e.resp_status == 409)
-        .count();
-    assert!(conflicts >= 1, "the server answered 409 to the second save");
-    // The run is still usable.
-    sft_step(&training, 1).await;
     service.close(FinishReason::Success).await.unwrap();
 }
 
