@@ -97,7 +97,7 @@ enum Stage<T> {
     Conflicted { attempt: u32, error: Error },
     /// Listing the run's checkpoints to confirm an earlier attempt landed.
     Confirming {
-        listing: TypedCall<CheckpointsListResponse>,
+        listing: Box<TypedCall<CheckpointsListResponse>>,
         conflict: Error,
     },
     /// The result, handed out once.
@@ -184,7 +184,7 @@ impl<T: SavedCheckpoint> Machine for IdempotentSave<T> {
                             };
                             match direct(ledger, request, self.opts.clone()) {
                                 Ok(listing) => Stage::Confirming {
-                                    listing,
+                                    listing: Box::new(listing),
                                     conflict: error,
                                 },
                                 Err(_) => Stage::Done(Some(Err(error))),
