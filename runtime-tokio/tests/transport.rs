@@ -1,95 +1,37 @@
-//! The reqwest transport and the tokio runtime against the scripted loopback server.
+//! The reqwest transport and the tokio runtime against the scripted loopback server: the shared
+//! transport suite ([`tinker_testkit::transport_scenarios`]) on a tokio runtime, plus what is
+//! particular to reqwest and tokio.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tinker_core::io::{
-    AsyncHttp, AsyncResponse, AsyncRuntime, Timeouts, TransportError, TransportErrorKind,
-};
-use tinker_testkit::scripted_http::{refused_addr, Reply, ScriptedHttpServer};
+use tinker_core::io::{AsyncHttp, AsyncRuntime, Timeouts};
+use tinker_testkit::scripted_http::{Reply, ScriptedHttpServer};
+use tinker_testkit::transport_scenarios::{read_body, TransportUnderTest};
 use tinker_tokio::{ReqwestTransport, TokioRuntime};
 
-/// Short timeouts so the failure scenarios finish quickly; the assertions are about error kinds.
-const QUICK: Timeouts = Timeouts {
-    connect: Duration::from_secs(2),
-    read: Duration::from_millis(300),
-};
+struct Reqwest;
 
-fn get(url: &str) -> http::Request<Bytes> {
-    http::Request::get(url).body(Bytes::new()).unwrap()
-}
-
-async fn read_body(response: &mut AsyncResponse) -> Result<Vec<u8>, TransportError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.body.next_chunk().await {
-        body.extend_from_slice(&chunk?);
+impl TransportUnderTest for Reqwest {
+    fn transport() -> Box<dyn AsyncHttp> {
+        Box::new(ReqwestTransport::new())
     }
-    Ok(body)
+    fn runtime() -> Arc<dyn AsyncRuntime> {
+        Arc::new(TokioRuntime::current())
+    }
 }
 
-/// The JSON body of [`post_with_credentials`].
-const POST_BODY: &[u8] = b"{\"model\":\"x\"}";
-
-/// A POST carrying the API key, a bearer token and a JSON body, as the SDK sends them.
-fn post_with_credentials(url: &str) -> http::Request<Bytes> {
-    http::Request::post(url)
-        .header("x-api-key", "tml-secret")
-        .header("authorization", "Bearer jwt")
-        .header("content-type", "application/json")
-        .header("idempotency-key", "k-1")
-        .body(Bytes::from_static(POST_BODY))
-        .unwrap()
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
 }
 
-#[tokio::test]
-async fn a_404_is_a_response_with_its_body() {
-    let server = ScriptedHttpServer::start([Reply::new(404)
-        .header("content-type", "application/json")
-        .body(r#"{"detail":"model not found"}"#)]);
-    let transport = ReqwestTransport::new();
-
-    let mut response = transport
-        .send(get(&server.url("/api/v1/models/x")), Timeouts::default())
-        .await
-        .expect("a 404 is not a transport error");
-
-    assert_eq!(response.head.status, 404);
-    assert_eq!(response.head.headers["content-type"], "application/json");
-    assert_eq!(
-        read_body(&mut response).await.unwrap(),
-        br#"{"detail":"model not found"}"#
-    );
-}
-
-#[tokio::test]
-async fn a_post_arrives_with_its_headers_and_body_intact() {
-    let server = ScriptedHttpServer::start([Reply::new(200).body("{}")]);
-    let transport = ReqwestTransport::new();
-    let payload = Bytes::from_static(b"\x0a\x03abc\x00\xff binary protobuf");
-    let request = http::Request::post(server.url("/api/v1/forward_backward?x=1"))
-        .header("content-type", "application/x-protobuf")
-        .header("x-api-key", "tml-secret")
-        .header("idempotency-key", "k-1")
-        .body(payload.clone())
-        .unwrap();
-
-    let mut response = transport.send(request, Timeouts::default()).await.unwrap();
-    read_body(&mut response).await.unwrap();
-
-    let recorded = &server.requests()[0];
-    assert_eq!(recorded.method, "POST");
-    assert_eq!(recorded.target, "/api/v1/forward_backward?x=1");
-    assert_eq!(
-        recorded.header("content-type"),
-        Some("application/x-protobuf")
-    );
-    assert_eq!(recorded.header("x-api-key"), Some("tml-secret"));
-    assert_eq!(recorded.header("idempotency-key"), Some("k-1"));
-    assert_eq!(recorded.body, payload);
-}
+tinker_testkit::transport_suite!(Reqwest, block_on);
 
 #[tokio::test]
 async fn the_transport_advertises_only_the_encodings_it_decodes_and_decodes_them() {
@@ -115,227 +57,6 @@ async fn the_transport_advertises_only_the_encodings_it_decodes_and_decodes_them
         read_body(&mut response).await.unwrap(),
         b"{\"type\":\"try_again\"}"
     );
-}
-
-#[tokio::test]
-async fn a_body_sent_in_delayed_chunks_arrives_in_order() {
-    let parts = ["data: one\n\n", "data: two\n\n", "data: three\n\n"];
-    let server =
-        ScriptedHttpServer::start([Reply::new(200).chunked(parts, Duration::from_millis(30))]);
-    let transport = ReqwestTransport::new();
-
-    let mut response = transport
-        .send(get(&server.url("/stream")), Timeouts::default())
-        .await
-        .unwrap();
-    let mut chunks = Vec::new();
-    while let Some(chunk) = response.body.next_chunk().await {
-        chunks.push(chunk.unwrap());
-    }
-
-    assert!(chunks.len() > 1, "the body was streamed, not buffered");
-    assert_eq!(chunks.concat(), parts.concat().as_bytes());
-}
-
-#[tokio::test]
-async fn a_refused_connection_is_a_connect_error() {
-    let addr = refused_addr();
-    let transport = ReqwestTransport::new();
-
-    let error = transport
-        .send(get(&format!("http://{addr}/")), QUICK)
-        .await
-        .err()
-        .expect("nothing listens there");
-
-    assert_eq!(error.kind, TransportErrorKind::Connect, "{error}");
-}
-
-#[tokio::test]
-async fn a_body_that_stalls_is_a_timeout() {
-    let server = ScriptedHttpServer::start([Reply::new(200).stall_after("{\"par", 100)]);
-    let transport = ReqwestTransport::new();
-
-    let mut response = transport
-        .send(get(&server.url("/slow")), QUICK)
-        .await
-        .unwrap();
-    let error = read_body(&mut response).await.unwrap_err();
-
-    assert_eq!(error.kind, TransportErrorKind::Timeout, "{error}");
-}
-
-#[tokio::test]
-async fn a_head_that_never_comes_is_a_timeout() {
-    // A listener that never accepts: the kernel completes the handshake and queues the
-    // connection, the request is written, and no byte ever comes back.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let transport = ReqwestTransport::new();
-
-    let error = transport
-        .send(get(&format!("http://{addr}/")), QUICK)
-        .await
-        .err()
-        .expect("no head ever arrives");
-
-    assert_eq!(error.kind, TransportErrorKind::Timeout, "{error}");
-    drop(listener);
-}
-
-#[tokio::test]
-async fn a_connection_cut_mid_body_is_an_io_error() {
-    let server = ScriptedHttpServer::start([Reply::new(200).cut_after("{\"partial", 1000)]);
-    let transport = ReqwestTransport::new();
-
-    let mut response = transport
-        .send(get(&server.url("/cut")), Timeouts::default())
-        .await
-        .unwrap();
-    let error = read_body(&mut response).await.unwrap_err();
-
-    assert_eq!(error.kind, TransportErrorKind::Io, "{error}");
-}
-
-#[tokio::test]
-async fn tls_to_a_server_that_does_not_speak_it_is_a_tls_error() {
-    // Also proves the explicit crypto provider is used: no provider is installed process-wide
-    // in this test binary, so rustls would panic if the transport relied on one.
-    let server = ScriptedHttpServer::start([]);
-    let transport = ReqwestTransport::new();
-
-    let error = transport
-        .send(get(&format!("https://{}/", server.addr())), QUICK)
-        .await
-        .err()
-        .expect("the server answers the ClientHello with plain HTTP");
-
-    assert_eq!(error.kind, TransportErrorKind::Tls, "{error}");
-}
-
-#[tokio::test]
-async fn sequential_requests_reuse_one_connection() {
-    let server = ScriptedHttpServer::start([
-        Reply::new(200).body("first"),
-        Reply::new(200).body("second"),
-    ]);
-    let transport = ReqwestTransport::new();
-
-    for expected in ["first", "second"] {
-        let mut response = transport
-            .send(get(&server.url("/")), Timeouts::default())
-            .await
-            .unwrap();
-        assert_eq!(read_body(&mut response).await.unwrap(), expected.as_bytes());
-    }
-
-    assert_eq!(server.accepted_connections(), 1);
-    assert_eq!(server.requests()[1].connection, 0);
-}
-
-#[tokio::test]
-async fn a_cross_origin_redirect_leaves_the_api_key_behind() {
-    // Two loopback servers on different ports are two origins.
-    let elsewhere = ScriptedHttpServer::start([Reply::new(200).body("landed")]);
-    let origin = ScriptedHttpServer::start([
-        Reply::new(302).header("location", &elsewhere.url("/landing?sig=abc"))
-    ]);
-    let transport = ReqwestTransport::new();
-
-    let mut response = transport
-        .send(
-            post_with_credentials(&origin.url("/api/v1/archive")),
-            Timeouts::default(),
-        )
-        .await
-        .unwrap();
-
-    assert_eq!(response.head.status, 200);
-    assert_eq!(read_body(&mut response).await.unwrap(), b"landed");
-    assert_eq!(origin.requests()[0].header("x-api-key"), Some("tml-secret"));
-    let landed = &elsewhere.requests()[0];
-    assert_eq!(
-        (landed.method.as_str(), landed.target.as_str()),
-        ("GET", "/landing?sig=abc"),
-        "a 302 turns the POST into a GET"
-    );
-    assert_eq!(
-        landed.header("x-api-key"),
-        None,
-        "the API key followed the redirect"
-    );
-    assert_eq!(landed.header("authorization"), None);
-    assert_eq!(landed.header("content-type"), None);
-    assert!(landed.body.is_empty());
-    assert_eq!(landed.header("idempotency-key"), Some("k-1"));
-}
-
-#[tokio::test]
-async fn a_same_origin_307_resends_the_post_with_its_key_and_body() {
-    let server = ScriptedHttpServer::start([
-        Reply::new(307).header("location", "/api/v1/moved"),
-        Reply::new(200).body("{}"),
-    ]);
-    let transport = ReqwestTransport::new();
-
-    let mut response = transport
-        .send(
-            post_with_credentials(&server.url("/api/v1/create")),
-            Timeouts::default(),
-        )
-        .await
-        .unwrap();
-
-    assert_eq!(response.head.status, 200);
-    read_body(&mut response).await.unwrap();
-    let resent = &server.requests()[1];
-    assert_eq!(
-        (resent.method.as_str(), resent.target.as_str()),
-        ("POST", "/api/v1/moved")
-    );
-    assert_eq!(resent.header("x-api-key"), Some("tml-secret"));
-    assert_eq!(resent.header("authorization"), Some("Bearer jwt"));
-    assert_eq!(resent.header("content-type"), Some("application/json"));
-    assert_eq!(resent.body, POST_BODY);
-}
-
-#[tokio::test]
-async fn more_than_ten_redirects_is_a_protocol_error() {
-    let server =
-        ScriptedHttpServer::start((0..12).map(|_| Reply::new(307).header("location", "/loop")));
-    let transport = ReqwestTransport::new();
-
-    let error = transport
-        .send(get(&server.url("/loop")), Timeouts::default())
-        .await
-        .err()
-        .expect("the chain never ends");
-
-    assert_eq!(error.kind, TransportErrorKind::Protocol, "{error}");
-    assert!(error.message.contains("more than 10 redirects"), "{error}");
-    assert_eq!(
-        server.requests().len(),
-        11,
-        "the request and 10 followed hops"
-    );
-}
-
-#[tokio::test]
-async fn the_runtime_sleeps_until_a_deadline_and_spawns_tasks() {
-    let runtime = TokioRuntime::current();
-    let deadline = runtime.now() + Duration::from_millis(20);
-    runtime.sleep_until(deadline).await;
-    assert!(runtime.now() >= deadline);
-
-    let ran = Arc::new(AtomicBool::new(false));
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let flag = ran.clone();
-    runtime.spawn(Box::pin(async move {
-        flag.store(true, Ordering::SeqCst);
-        let _ = done_tx.send(());
-    }));
-    done_rx.await.expect("the spawned task ran to completion");
-    assert!(ran.load(Ordering::SeqCst));
 }
 
 #[test]

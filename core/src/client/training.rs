@@ -10,7 +10,8 @@ use super::sampling::SamplingClient;
 use super::service::Shared;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
-use crate::ops::{ForwardBackwardArgs, ForwardBackwardOp};
+use crate::ops::{ForwardBackwardArgs, ForwardBackwardOp, IdempotentSave};
+use crate::path::{CheckpointKind, TinkerPath};
 use crate::retry::ClientKind;
 use crate::types::{
     Datum, ForwardBackwardOutput, GetInfoResponse, LoadWeightsRequest, LoadWeightsResponse,
@@ -264,7 +265,9 @@ impl TrainingClient {
 
     /// Saves weights and optimizer state as `tinker://<run>/weights/<name>` (resume with
     /// `create_training_client_from_state_with_optimizer` or [`TrainingClient::load_state`]).
-    /// A retry that meets the checkpoint already written (409) is success.
+    /// A retry that meets the checkpoint already written (409) is success once the run's
+    /// checkpoint listing confirms it; a 409 on the first attempt (the name was taken before)
+    /// fails at once with [`crate::ErrorKind::Conflict`] ([`crate::ops::on_save_conflict`]).
     pub fn save_state(
         &self,
         name: &str,
@@ -286,7 +289,8 @@ impl TrainingClient {
             "TrainingClient.save_state",
             |_| 1,
             move |ledger, opts| {
-                crate::ops::training::<_, SaveWeightsResponse>(
+                let target = TinkerPath::new(&model_id, CheckpointKind::Weights, &name)?;
+                let save = crate::ops::training::<_, SaveWeightsResponse>(
                     ledger,
                     &model_id.clone(),
                     move |seq| {
@@ -296,8 +300,9 @@ impl TrainingClient {
                         req.user_metadata = options.user_metadata.map(stringify_metadata);
                         req
                     },
-                    opts,
-                )
+                    opts.clone(),
+                )?;
+                Ok(IdempotentSave::new(save, target, opts))
             },
         )
     }
@@ -344,7 +349,7 @@ impl TrainingClient {
     }
 
     /// Saves sampler weights as `tinker://<run>/sampler_weights/<name>` (load them with
-    /// `ServiceClient::create_sampling_client`).
+    /// `ServiceClient::create_sampling_client`). A 409 is resolved like [`TrainingClient::save_state`]'s.
     pub fn save_weights_for_sampler(
         &self,
         name: &str,
@@ -366,7 +371,8 @@ impl TrainingClient {
             "TrainingClient.save_weights_for_sampler",
             |_| 1,
             move |ledger, opts| {
-                crate::ops::training::<_, SaveWeightsForSamplerResponse>(
+                let target = TinkerPath::new(&model_id, CheckpointKind::SamplerWeights, &name)?;
+                let save = crate::ops::training::<_, SaveWeightsForSamplerResponse>(
                     ledger,
                     &model_id.clone(),
                     move |seq| {
@@ -375,8 +381,9 @@ impl TrainingClient {
                         req.user_metadata = options.user_metadata;
                         req
                     },
-                    opts,
-                )
+                    opts.clone(),
+                )?;
+                Ok(IdempotentSave::new(save, target, opts))
             },
         )
     }

@@ -14,18 +14,23 @@
 //! | `optim_step` | [`optim_step`] | [`OptimStepResponse`] |
 //! | `forward_backward` / `forward` | [`ForwardBackwardOp::new`] | [`ForwardBackwardOutput`] |
 //! | `sample` / `compute_logprobs` | [`SampleOp::new`] | [`SampleResponse`] |
+//! | a named save (409 resolved, A10) | [`IdempotentSave::new`] | the save's response |
 //!
 //! [`ForwardBackwardOutput`]: crate::types::ForwardBackwardOutput
 //! [`SampleResponse`]: crate::types::SampleResponse
 
 mod forward_backward;
 mod sample;
+mod save;
 
 #[cfg(test)]
 mod tests;
 
 pub use forward_backward::{ForwardBackwardArgs, ForwardBackwardOp};
 pub use sample::SampleOp;
+pub use save::{
+    find_checkpoint, on_save_conflict, ConflictAction, IdempotentSave, SavedCheckpoint,
+};
 
 use std::time::Instant;
 

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use tinker_core::client::{ClientOptions, TrainingClient};
@@ -33,8 +33,11 @@ async fn step(training: &TrainingClient, n: usize) -> f64 {
 }
 
 /// A7: during step 3 of a 10-step run the server answers 503 for a while, then 429 with and
-/// without `Retry-After`, then 500 on `retrieve_future`. The run finishes, and its losses equal
-/// those of an undisturbed run with the same seed: no step was applied twice (or lost).
+/// without `Retry-After`, then 500 on `retrieve_future`. The run finishes; the server executed
+/// each of its 10 forward_backward and 10 optim_step requests exactly once, and its losses equal
+/// those of an undisturbed run with the same seed. The retries waited: at least the
+/// `Retry-After` after that 429, and at least layer H's smallest back-off (0.5 s × 0.75)
+/// after the others.
 pub async fn a7_error_storm<R: Runtime>() {
     let env = Env::<R>::new(LocalServerConfig::default());
     let service = env.connect();
@@ -95,6 +98,44 @@ pub async fn a7_error_storm<R: Runtime>() {
     }
     let fired: u64 = env.server().faults().iter().map(|f| f.fired).sum();
     assert!(fired >= 4, "the storm happened ({fired} faults fired)");
+    // The server counts: retried on the wire, applied once.
+    for endpoint in ["forward_backward", "optim_step"] {
+        assert_eq!(
+            env.server().executed(stormy.model_id(), endpoint),
+            10,
+            "{endpoint} requests executed by the stormy run"
+        );
+    }
+    // Back-off honoured, read from the server's arrival times (lower bounds only).
+    let recording = env.server().recording();
+    let mut rate_limited = 0;
+    for (i, e) in recording.iter().enumerate() {
+        let retried = e.fault.is_some() && matches!(e.resp_status, 429 | 503);
+        if !retried || !matches!(e.endpoint(), "optim_step" | "forward_backward") {
+            continue;
+        }
+        let next = recording[i + 1..]
+            .iter()
+            .find(|n| n.endpoint() == e.endpoint())
+            .expect("the rejected request was sent again");
+        let waited = next.t - e.t;
+        // The first 429 carried `Retry-After: 0.5`; everything else falls back to layer H.
+        let at_least = if e.resp_status == 429 && rate_limited == 0 {
+            0.5
+        } else {
+            0.375
+        };
+        if e.resp_status == 429 {
+            rate_limited += 1;
+        }
+        assert!(
+            waited >= at_least - 0.01,
+            "{} answered {} was re-sent after {waited:.3} s (at least {at_least} s)",
+            e.endpoint(),
+            e.resp_status
+        );
+    }
+    assert_eq!(rate_limited, 2, "both 429s were answered");
     service.close(FinishReason::Success).await.unwrap();
 }
 
@@ -139,17 +180,10 @@ pub async fn a8_session_expiry<R: Runtime>() {
         matches!(err.kind(), ErrorKind::Gone | ErrorKind::Closed),
         "typed expiry error, got {err}"
     );
-    let started = Instant::now();
     service
         .close(FinishReason::Errored)
         .await
         .expect("closing an expired session is not an error");
-    // A bound, not a speed measurement: close never waits on the server beyond its budget.
-    assert!(
-        started.elapsed() < Duration::from_secs(12),
-        "close took {:?}",
-        started.elapsed()
-    );
     let after = training
         .forward_backward(batch(0, 2), LossFn::CrossEntropy)
         .await
@@ -239,9 +273,10 @@ pub async fn a9_hung_and_stalled<R: Runtime>() {
     service.close(FinishReason::Success).await.unwrap();
 }
 
-/// A12: an evaluation of 200 prompts at concurrency 64 with a per-example timeout; the server
-/// never finishes 5 of them. 195 results and 5 recorded timeouts, nothing crashes, and at most 64
-/// examples are in flight at once.
+/// A12: an evaluation of 500 prompts at concurrency 64 with a per-example timeout; the server
+/// never finishes 5 of them. 495 results and 5 recorded timeouts, nothing crashes, and at most 64
+/// examples are in flight at once, counted by the caller and by the server (sample submissions
+/// and result polls it handled at once).
 pub async fn a12_eval_with_per_example_timeouts<R: Runtime>() {
     let env = Env::<R>::new(LocalServerConfig::default());
     let service = env.connect();
@@ -259,7 +294,7 @@ pub async fn a12_eval_with_per_example_timeouts<R: Runtime>() {
         max_tokens: Some(4),
         ..SamplingParams::default()
     };
-    let results: Vec<_> = stream::iter(0..200)
+    let results: Vec<_> = stream::iter(0..500)
         .map(|i| {
             let call =
                 per_example.sample(ModelInput::from_tokens(vec![i % 100, 1]), 1, params.clone());
@@ -282,13 +317,24 @@ pub async fn a12_eval_with_per_example_timeouts<R: Runtime>() {
         .count();
     assert_eq!(
         (ok, timeouts),
-        (195, 5),
+        (495, 5),
         "{:?}",
         results
             .iter()
             .filter_map(|r| r.as_ref().err())
             .collect::<Vec<_>>()
     );
-    assert!(peak.load(Ordering::SeqCst) <= 64);
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(
+        (1..=64).contains(&peak),
+        "{peak} examples in flight at once"
+    );
+    for endpoint in ["asample", "retrieve_future"] {
+        let at_server = env.server().peak_in_flight(endpoint);
+        assert!(
+            (1..=64).contains(&at_server),
+            "{at_server} {endpoint} requests at the server at once"
+        );
+    }
     service.close(FinishReason::Success).await.unwrap();
 }

@@ -222,6 +222,14 @@ pub(crate) async fn front(State(st): State<Arc<AppState>>, req: Request, next: N
     let t = unix_now();
     let arrival = ARRIVAL.fetch_add(1, Ordering::Relaxed);
     let (mut parts, body) = req.into_parts();
+    let endpoint = parts
+        .uri
+        .path()
+        .strip_prefix("/api/v1/")
+        .unwrap_or(parts.uri.path())
+        .to_owned();
+    // In flight from arrival until the reply is ready (peak per endpoint, for tests).
+    let _in_flight = st.enter(&endpoint);
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(e) => {
@@ -229,12 +237,6 @@ pub(crate) async fn front(State(st): State<Arc<AppState>>, req: Request, next: N
                 .into_response()
         }
     };
-    let endpoint = parts
-        .uri
-        .path()
-        .strip_prefix("/api/v1/")
-        .unwrap_or(parts.uri.path())
-        .to_owned();
     let request_type = parts
         .headers
         .get("x-tinker-request-type")

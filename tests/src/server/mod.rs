@@ -254,6 +254,17 @@ impl ServerControl {
             .0 = config;
     }
 
+    /// The most requests of `endpoint` (e.g. `"asample"`) the server ever handled at once.
+    pub fn peak_in_flight(&self, endpoint: &str) -> usize {
+        self.state.peak_in_flight(endpoint)
+    }
+
+    /// How many requests of `endpoint` (e.g. `"optim_step"`) the training run `model_id` has
+    /// executed: a step retried on the wire but applied once counts once.
+    pub fn executed(&self, model_id: &str, endpoint: &str) -> u64 {
+        self.state.executed(model_id, endpoint)
+    }
+
     /// Every JWT issued so far is expired from now on.
     pub fn expire_jwts(&self) {
         self.state.auth.expire_all();

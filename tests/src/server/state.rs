@@ -4,7 +4,7 @@
 //! own small mutex. No lock is ever held across model work or an `.await`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +40,22 @@ pub(crate) fn unix_secs(t: SystemTime) -> i64 {
 /// `t` as an ISO-8601 timestamp.
 pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
     Timestamp::from_unix_seconds(unix_secs(t))
+}
+
+/// How many requests of one endpoint are being handled now, and the most ever at once.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointLoad {
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Holds one request's place in its endpoint's in-flight count until dropped.
+pub(crate) struct InFlight(Arc<EndpointLoad>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A client session.
@@ -176,6 +192,8 @@ pub(crate) struct AppState {
     pub model_permits: Semaphore,
     /// Runs reported corrupted and checkpoints that fail to load (`/_admin/`, recovery tests).
     pub recovery: super::admin_recovery::RecoveryFaults,
+    /// Requests in flight per endpoint (from arrival to reply), with their peak.
+    pub load: DashMap<String, Arc<EndpointLoad>>,
 }
 
 impl AppState {
@@ -209,8 +227,32 @@ impl AppState {
             recorder: Recorder::new(cfg.record_limit, cfg.record_path.as_deref())?,
             model_permits: Semaphore::new(workers.max(1)),
             recovery: Default::default(),
+            load: DashMap::new(),
             cfg,
         })
+    }
+
+    /// Counts a request of `endpoint` as in flight until the returned guard is dropped.
+    pub(crate) fn enter(&self, endpoint: &str) -> InFlight {
+        let load = self.load.entry(endpoint.to_owned()).or_default().clone();
+        let now = load.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        load.peak.fetch_max(now, Ordering::SeqCst);
+        InFlight(load)
+    }
+
+    /// The most requests of `endpoint` ever handled at once.
+    pub fn peak_in_flight(&self, endpoint: &str) -> usize {
+        self.load
+            .get(endpoint)
+            .map_or(0, |l| l.peak.load(Ordering::SeqCst))
+    }
+
+    /// How many requests of `endpoint` the training run `model_id` has executed.
+    pub fn executed(&self, model_id: &str, endpoint: &str) -> u64 {
+        self.runs
+            .get(model_id)
+            .and_then(|r| r.executed_by_endpoint.get(endpoint).map(|n| *n))
+            .unwrap_or(0)
     }
 
     pub fn client_config(&self) -> ClientConfig {

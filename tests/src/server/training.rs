@@ -9,7 +9,13 @@
 //! server's model permits, so long polls stay responsive.
 //!
 //! A repeated `(model_id, seq_id)` returns the original future (the SDK reuses the seq id on
-//! every retry layer); so does a repeated `X-Idempotency-Key`.
+//! every retry layer); so does a repeated `X-Idempotency-Key`. A save whose checkpoint name is
+//! taken is answered 409 *before* that deduplication, as the real service does (a retried save
+//! whose first attempt landed meets its own checkpoint: cookbook#401, tinker#21).
+//!
+//! A request the server rejects (such as that 409) still *consumes* its seq id: the worker is
+//! told the id will never run, so later requests of the run do not wait out the seq-gap timeout
+//! for it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -76,11 +82,23 @@ impl Ctx {
     }
 }
 
+/// What a queued seq id does when its turn comes.
+enum Task {
+    /// Run the model work and complete the future.
+    Run {
+        slot: Arc<FutureSlot>,
+        work: Box<dyn FnOnce(&mut ToyModel) -> Outcome + Send>,
+    },
+    /// The request was rejected: nothing runs, the id is merely used up.
+    Consumed,
+}
+
 /// One queued request of a run.
 pub(crate) struct Job {
     seq: Option<u64>,
-    slot: Arc<FutureSlot>,
-    work: Box<dyn FnOnce(&mut ToyModel) -> Outcome + Send>,
+    /// The endpoint (`forward_backward`, `optim_step`, …), for the executed counts.
+    endpoint: String,
+    task: Task,
 }
 
 /// A training run (a LoRA model being trained).
@@ -96,12 +114,17 @@ pub(crate) struct TrainingRun {
     /// seq_id → the future reply first given for it.
     pub seqs: DashMap<u64, Value>,
     executed: AtomicU64,
+    /// Requests executed per endpoint (`optim_step` → steps applied), for tests.
+    pub executed_by_endpoint: DashMap<String, u64>,
     jobs: mpsc::UnboundedSender<Job>,
 }
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Job(seq {:?}, {})", self.seq, self.slot.request_id)
+        match &self.task {
+            Task::Run { slot, .. } => write!(f, "Job(seq {:?}, {})", self.seq, slot.request_id),
+            Task::Consumed => write!(f, "Job(seq {:?}, consumed)", self.seq),
+        }
     }
 }
 
@@ -134,8 +157,8 @@ impl AppState {
         }
     }
 
-    /// Submits a job to a run, deduplicating by seq id. `check` runs only for a new request
-    /// (e.g. the 409 name check) before anything is queued.
+    /// Submits a job to a run, deduplicating by seq id. `check` (e.g. the 409 name check) runs
+    /// first, for repeats too; when it rejects the request, the seq id is consumed.
     fn submit(
         self: &Arc<Self>,
         ctx: &Ctx,
@@ -148,13 +171,27 @@ impl AppState {
         if let Some(reply) = self.replay(ctx, path) {
             return Ok(reply);
         }
-        let enqueue = |check: Box<dyn FnOnce() -> Result<(), ApiError> + '_>| -> ApiResult<Value> {
-            check()?;
+        if let Err(rejected) = check() {
+            if let Some(s) = seq.filter(|s| !run.seqs.contains_key(s)) {
+                // Nothing will ever run under this id: let the worker move past it.
+                let _ = run.jobs.send(Job {
+                    seq: Some(s),
+                    endpoint: path.to_owned(),
+                    task: Task::Consumed,
+                });
+            }
+            return Err(rejected);
+        }
+        let enqueue = || -> ApiResult<Value> {
             let slot = self.new_future(None, ctx.fault.clone());
             let reply = future_reply(&slot, Some(&run.id));
             run.touch();
             run.jobs
-                .send(Job { seq, slot, work })
+                .send(Job {
+                    seq,
+                    endpoint: path.to_owned(),
+                    task: Task::Run { slot, work },
+                })
                 .map_err(|_| ApiError::gone(format!("model {} is no longer running", run.id)))?;
             Ok(reply)
         };
@@ -162,12 +199,12 @@ impl AppState {
             Some(s) => match run.seqs.entry(s) {
                 Entry::Occupied(o) => return Ok(o.get().clone()),
                 Entry::Vacant(v) => {
-                    let reply = enqueue(Box::new(check))?;
+                    let reply = enqueue()?;
                     v.insert(reply.clone());
                     reply
                 }
             },
-            None => enqueue(Box::new(check))?,
+            None => enqueue()?,
         };
         self.remember(ctx, path, &reply);
         Ok(reply)
@@ -193,6 +230,7 @@ impl AppState {
             unloaded: AtomicBool::new(false),
             seqs: DashMap::new(),
             executed: AtomicU64::new(0),
+            executed_by_endpoint: DashMap::new(),
             jobs: tx,
         });
         let gap = self.cfg.seq_gap_timeout_ms.map(Duration::from_millis);
@@ -271,12 +309,15 @@ async fn execute(
     model: &Arc<Mutex<ToyModel>>,
     job: Job,
 ) {
+    let Task::Run { slot, work } = job.task else {
+        return;
+    };
     let Some(st) = st.upgrade() else { return };
     let model = model.clone();
-    let cycle = run
-        .upgrade()
-        .map_or(0, |r| r.executed.fetch_add(1, Ordering::Relaxed) + 1);
-    let work = job.work;
+    let cycle = run.upgrade().map_or(0, |r| {
+        *r.executed_by_endpoint.entry(job.endpoint).or_insert(0) += 1;
+        r.executed.fetch_add(1, Ordering::Relaxed) + 1
+    });
     let outcome = st
         .model_work(move || {
             let mut m = lock(&model);
@@ -292,7 +333,7 @@ async fn execute(
             error: format!("internal error: {}", e.detail),
             category: "server".into(),
         });
-    st.complete(&job.slot, outcome);
+    st.complete(&slot, outcome);
 }
 
 fn optimizer_kind(config: Option<&OptimizerConfig>) -> Result<OptimizerKind, ApiError> {
