@@ -1,19 +1,39 @@
-//! Direct JSON responses and future replies: classification and decoding never panic.
+//! Every JSON body the server sends: future replies are classified, and every response type the
+//! SDK decodes gives a value or a `Decode` error, never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tinker_core::endpoints::decode_json;
 use tinker_core::types::*;
 
+macro_rules! decode_all {
+    ($data:expr; $($ty:ty),* $(,)?) => {
+        $( let _ = decode_json::<$ty>($data); )*
+    };
+}
+
 fuzz_target!(|data: &[u8]| {
     let _ = FutureReply::classify(Some("application/json"), data);
     let _ = FutureReply::classify(Some("application/x-protobuf"), data);
-    let _ = decode_json::<ClientConfig>(data);
-    let _ = decode_json::<GetInfoResponse>(data);
-    let _ = decode_json::<TrainingRunsResponse>(data);
-    let _ = decode_json::<CheckpointsListResponse>(data);
-    let _ = decode_json::<UntypedFuture>(data);
-    let _ = decode_json::<RetrieveFuturesResponse>(data);
-    let _ = decode_json::<ForwardBackwardOutput>(data);
-    let _ = decode_json::<TensorData>(data);
-    let _ = decode_json::<ModelInput>(data);
+    let _ = FutureReply::classify(None, data);
+    decode_all!(data;
+        // Futures and their envelopes.
+        UntypedFuture, TryAgainResponse, RequestFailedResponse, RetrieveFuturesResponse,
+        FutureCompletion,
+        // Results of training, sampling and weights calls.
+        ForwardBackwardOutput, OptimStepResponse, SampleResponse, CreateModelResponse,
+        GetInfoResponse, UnloadModelResponse, LoadWeightsResponse, SaveWeightsResponse,
+        SaveWeightsForSamplerResponse, SaveWeightsExternalResponse, CopyWeightsResponse,
+        CreateCustomLossResponse, WeightsInfoResponse, ExternalWeightsUrls,
+        // Sessions, sampling sessions, config, auth.
+        CreateSessionResponse, SessionHeartbeatResponse, CreateSamplingSessionResponse,
+        JoinSamplingSessionResponse, ClientConfig, DynamicConfig, ServerCapabilities,
+        AuthTokenResponse, WhoamiResponse, TelemetrySendResponse, StatusResponse,
+        // REST resources.
+        TrainingRun, TrainingRunsResponse, Checkpoint, CheckpointsListResponse,
+        CheckpointArchiveUrl, CheckpointStorageUsage, SessionsListResponse, GetSessionResponse,
+        SessionSearchResponse, TraceExportResponse, AuditLogResponse, BillingUsageResponse,
+        SamplerInfo,
+        // Values nested in the above.
+        TensorData, ModelInput, Datum,
+    );
 });

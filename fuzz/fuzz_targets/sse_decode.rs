@@ -5,7 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use tinker_core::sse::SseDecoder;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&split, stream)) = data.split_first() else { return };
+    let Some((&split, stream)) = data.split_first() else {
+        return;
+    };
     let split = usize::from(split).max(1);
     let collect = |chunk: usize| {
         let mut decoder = SseDecoder::with_max_event_bytes(4096);

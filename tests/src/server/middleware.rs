@@ -19,7 +19,7 @@ use super::codec::{decode_fb_request, fb_request_json};
 use super::faults::{Fault, Firing};
 use super::futures::FutureFault;
 use super::recording::{unix_now, Exchange};
-use super::state::AppState;
+use super::state::{AppState, InFlightGuard};
 
 /// Largest request body read (forward_backward chunks are ≤ ~5 MB by default).
 pub(crate) const MAX_BODY: usize = 512 << 20;
@@ -221,6 +221,14 @@ fn truncated_body(body: Bytes, stall: Option<Option<u64>>) -> Body {
 pub(crate) async fn front(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let t = unix_now();
     let arrival = ARRIVAL.fetch_add(1, Ordering::Relaxed);
+    let _in_flight = InFlightGuard::enter(
+        st.clone(),
+        req.uri()
+            .path()
+            .strip_prefix("/api/v1/")
+            .unwrap_or(req.uri().path())
+            .to_owned(),
+    );
     let (mut parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,

@@ -174,6 +174,35 @@ pub(crate) struct AppState {
     pub faults: FaultSchedule,
     pub recorder: Recorder,
     pub model_permits: Semaphore,
+    /// Requests being handled per endpoint, and the peak (`GET /_admin/in_flight`): the
+    /// benchmarks check a client never has more requests in flight than its limit.
+    pub in_flight: Mutex<BTreeMap<String, (u64, u64)>>,
+}
+
+/// Counts one request as in flight on its endpoint until dropped.
+pub(crate) struct InFlightGuard {
+    state: Arc<AppState>,
+    endpoint: String,
+}
+
+impl InFlightGuard {
+    pub fn enter(state: Arc<AppState>, endpoint: String) -> InFlightGuard {
+        {
+            let mut map = lock(&state.in_flight);
+            let (now, peak) = map.entry(endpoint.clone()).or_default();
+            *now += 1;
+            *peak = (*peak).max(*now);
+        }
+        InFlightGuard { state, endpoint }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if let Some((now, _)) = lock(&self.state.in_flight).get_mut(&self.endpoint) {
+            *now = now.saturating_sub(1);
+        }
+    }
 }
 
 impl AppState {
@@ -206,6 +235,7 @@ impl AppState {
             faults: FaultSchedule::new(cfg.faults.clone(), cfg.seed),
             recorder: Recorder::new(cfg.record_limit, cfg.record_path.as_deref())?,
             model_permits: Semaphore::new(workers.max(1)),
+            in_flight: Mutex::new(BTreeMap::new()),
             cfg,
         })
     }
