@@ -76,6 +76,8 @@ def main():
         py = rows.get(("python", py_name, size), {})
         ratio = f"{py['median_s'] / r['median_s']:.1f}×" if py.get("median_s") else "-"
         notes = r.get("notes", "")
+        if "proto_bytes" in r and "proto_bytes" in py and r["proto_bytes"] != py["proto_bytes"]:
+            notes += f" (proto sizes differ: Python {py['proto_bytes']} B)"
         if py.get("notes") and not workload.startswith("B8 SSE decode (eventsource"):
             notes = f"{notes}; Python: {py['notes']}" if notes else f"Python: {py['notes']}"
         print(f"| {workload} | {size} | {fmt_time(py.get('median_s'))} | {fmt_time(r['median_s'])} "

@@ -81,6 +81,7 @@ pub fn b1() {
                 };
                 let mut fields = timing_fields(&t);
                 fields["mem_mb"] = json!(mem);
+                fields["proto_bytes"] = json!(proto_bytes);
                 fields["notes"] = json!(format!(
                     "{chunks} chunk(s); {:.2} MB proto, {:.2} MB on the wire; {:.0} MB/s",
                     proto_bytes as f64 / 1e6,
