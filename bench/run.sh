@@ -5,6 +5,7 @@
 #
 #   bench/run.sh            everything (B1, B2, SSE, B3 fan-out, B4 polling with a 30 s 503 burst)
 #   bench/run.sh --quick    B3 at 64 and 400 calls only
+#   B3_SIZES="64x1 2048x1" bench/run.sh    only these fan-out sizes (calls x samples)
 #   bench/run.sh --chaos    also the chaos run (cargo test -p tinker-testkit --release -- --ignored chaos)
 #
 # Needs python3 with venv; the venv is target/conformance-venv (shared with
@@ -100,6 +101,7 @@ run_failed() { # a case that crashed or passed its time limit is reported, not s
 # B3: no recording (it would cost the server CPU and memory at 20k requests); no session expiry.
 start_server '{"record_limit": 0, "session_timeout_secs": null, "long_poll_hold_ms": 1000}'
 if [ "$QUICK" = 1 ]; then SIZES="64x1 400x1"; else SIZES="64x1 400x1 2048x1 4096x1 128x16"; fi
+SIZES=${B3_SIZES:-$SIZES}  # e.g. B3_SIZES="64x1 400x1" to run fewer
 MAX_TOKENS=16
 for size in $SIZES; do
   calls=${size%x*}; samples=${size#*x}

@@ -82,17 +82,24 @@ def rss_growth(fn):
 def time_calls(fn, min_runs=5, max_runs=25, budget=2.0):
     fn()
     samples = []
+    cpu = []
     start = time.perf_counter()
     while len(samples) < min_runs or (len(samples) < max_runs and time.perf_counter() - start < budget):
         gc.collect()
+        c = time.process_time()
         t = time.perf_counter()
         out = fn()
         samples.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
         del out
-    samples.sort()
-    n = len(samples)
-    median = samples[n // 2] if n % 2 else (samples[n // 2 - 1] + samples[n // 2]) / 2
-    return {"median_s": median, "min_s": samples[0], "max_s": samples[-1], "runs": n}
+
+    def median(xs):
+        xs = sorted(xs)
+        n = len(xs)
+        return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+    return {"median_s": median(samples), "min_s": min(samples), "max_s": max(samples), "runs": len(samples),
+            "cpu_median_s": median(cpu)}
 
 
 def process_cpu():

@@ -60,6 +60,18 @@ pub struct Timing {
     pub min: f64,
     pub max: f64,
     pub runs: usize,
+    /// Median CPU time of this process per call (robust to other processes on the machine).
+    pub cpu_median: f64,
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    }
 }
 
 /// Calls `f` once as a warm-up, then at least `min_runs` times and for about `budget`
@@ -73,24 +85,22 @@ pub fn time_calls<T>(
     drop(std::hint::black_box(f()));
     let start = Instant::now();
     let mut samples = Vec::new();
+    let mut cpu = Vec::new();
     while samples.len() < min_runs || (samples.len() < max_runs && start.elapsed() < budget) {
+        let c = process_cpu();
         let t = Instant::now();
         let out = std::hint::black_box(f());
         samples.push(t.elapsed().as_secs_f64());
+        cpu.push((process_cpu() - c).as_secs_f64());
         drop(out);
     }
-    samples.sort_by(f64::total_cmp);
-    let n = samples.len();
-    let median = if n % 2 == 1 {
-        samples[n / 2]
-    } else {
-        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
-    };
+    let median_wall = median(&mut samples);
     Timing {
-        median,
+        median: median_wall,
         min: samples[0],
-        max: samples[n - 1],
-        runs: n,
+        max: samples[samples.len() - 1],
+        runs: samples.len(),
+        cpu_median: median(&mut cpu),
     }
 }
 
@@ -105,5 +115,6 @@ pub fn emit(workload: &str, size: &str, fields: Value) {
 
 /// A timing as JSON fields.
 pub fn timing_fields(t: &Timing) -> Value {
-    json!({"median_s": t.median, "min_s": t.min, "max_s": t.max, "runs": t.runs})
+    json!({"median_s": t.median, "min_s": t.min, "max_s": t.max, "runs": t.runs,
+           "cpu_median_s": t.cpu_median})
 }

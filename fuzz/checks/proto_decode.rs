@@ -1,8 +1,8 @@
 //! Server results decoded from protobuf, against both schemas (SDK 0.25 and 0.38 share the wire
 //! format; 0.38 adds fields the decoders must skip or read): any bytes give a value or a `Decode`
 //! error, never a panic or an unbounded allocation. Where the prost reference structs
-//! (`proto::wire`) also accept the bytes, the hand-written decoders must agree with them on the
-//! sequences, tokens and datum counts.
+//! (`proto::wire`) also accept a `SampleResponse`, the hand-written decoder must agree with them
+//! on the sequences and their tokens.
 use bytes::Bytes;
 use prost::Message as _;
 use tinker_core::proto::{decode_forward_backward_output, decode_sample_response, wire};
@@ -22,10 +22,9 @@ pub fn check(data: &[u8]) {
             assert_eq!(a.tokens, tokens);
         }
     }
-    let ours = decode_forward_backward_output(body.clone());
-    if let (Ok(ours), Ok(reference)) = (&ours, wire::ForwardBackwardOutput::decode(body.clone())) {
-        assert_eq!(ours.loss_fn_output_type, reference.loss_fn_output_type);
-    }
+    // No reference comparison here: the decoder fills documented defaults (an absent
+    // `loss_fn_output_type` reads as `ArrayRecord`) where prost leaves fields empty.
+    let _ = decode_forward_backward_output(body.clone());
     // The request side (what the local server and the conformance tools decode).
     let _ = wire::ForwardBackwardRequest::decode(body);
 }

@@ -177,12 +177,15 @@ async fn lane(service: ServiceClient, lane: usize, rounds: usize, tally: Shared)
     training
 }
 
+/// The driver future a runtime's `block_on` runs.
+type Driver<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>;
+
 /// The whole run on one runtime: `connect` builds a service client, `block_on` runs the
 /// driver future to completion.
 fn run_chaos(
     runtime: &str,
     connect: &dyn Fn(Settings) -> ServiceClient,
-    block_on: &dyn Fn(std::pin::Pin<Box<dyn Future<Output = ()> + '_>>),
+    block_on: &dyn Fn(Driver<'_>),
 ) {
     count_panics();
     let ops: usize = std::env::var("CHAOS_OPS")
