@@ -1,26 +1,8 @@
-//! The SSE decoder must never panic and must give the same events however the bytes are split:
-//! the first byte picks a split size, the rest is the stream.
+//! libFuzzer entry point; the check itself is in fuzz/checks/sse_decode.rs (shared with the
+//! regression replay in core/tests/fuzz_regressions.rs).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use tinker_core::sse::SseDecoder;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&split, stream)) = data.split_first() else { return };
-    let split = usize::from(split).max(1);
-    let collect = |chunk: usize| {
-        let mut decoder = SseDecoder::with_max_event_bytes(4096);
-        let mut events = Vec::new();
-        for piece in stream.chunks(chunk) {
-            decoder.push(piece);
-            while let Some(event) = decoder.next_event() {
-                events.push(format!("{event:?}"));
-            }
-        }
-        decoder.finish();
-        while let Some(event) = decoder.next_event() {
-            events.push(format!("{event:?}"));
-        }
-        events
-    };
-    assert_eq!(collect(split), collect(stream.len().max(1)));
-});
+#[path = "../checks/mod.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::sse_decode::check(data));

@@ -1,11 +1,8 @@
-//! `tinker://` paths: parsing never panics, and whatever parses formats back to itself.
+//! libFuzzer entry point; the check itself is in fuzz/checks/tinker_path.rs (shared with the
+//! regression replay in core/tests/fuzz_regressions.rs).
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use tinker_core::path::TinkerPath;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(path) = TinkerPath::parse(text) {
-        assert_eq!(TinkerPath::parse(&path.to_string()).unwrap(), path);
-    }
-});
+#[path = "../checks/mod.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::tinker_path::check(data));

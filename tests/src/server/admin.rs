@@ -9,6 +9,8 @@
 //! | `DELETE /_admin/faults` | removes every rule |
 //! | `GET /_admin/config` | `{"client_config": ..., "dynamic_config": ...}` as served now |
 //! | `POST /_admin/config` | merges `{"client_config": {...}, "dynamic_config": {...}}` into the served flags |
+//! | `GET /_admin/in_flight` | per endpoint: `{"now": n, "peak": n}` requests being handled |
+//! | `DELETE /_admin/in_flight` | resets the peaks to the current counts |
 //! | `POST /_admin/jwt/expire` | every JWT issued so far is expired from now on |
 //! | `POST /_admin/sessions/{id}/expire` | the session expires now, as if heartbeats had stopped |
 
@@ -115,4 +117,18 @@ pub(crate) async fn expire_session(
     let now = Instant::now();
     *lock(&s.last_heartbeat) = now.checked_sub(timeout).unwrap_or(now);
     Ok(Json(json!({})))
+}
+
+pub(crate) async fn get_in_flight(State(st): State<Arc<AppState>>) -> Json<Value> {
+    Json(Value::Object(
+        st.in_flight_table()
+            .into_iter()
+            .map(|(endpoint, now, peak)| (endpoint, json!({"now": now, "peak": peak})))
+            .collect(),
+    ))
+}
+
+pub(crate) async fn reset_in_flight(State(st): State<Arc<AppState>>) -> Json<Value> {
+    st.reset_in_flight_peaks();
+    Json(json!({}))
 }

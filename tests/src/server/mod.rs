@@ -166,6 +166,10 @@ fn router(st: Arc<AppState>) -> Router {
             "/_admin/config",
             get(admin::get_config).post(admin::post_config),
         )
+        .route(
+            "/_admin/in_flight",
+            get(admin::get_in_flight).delete(admin::reset_in_flight),
+        )
         .route("/_admin/jwt/expire", post(admin::expire_jwts))
         .route("/_admin/sessions/{id}/expire", post(admin::expire_session))
         .route("/_admin/corrupt_run", post(admin_recovery::corrupt_run))

@@ -240,6 +240,33 @@ impl AppState {
         InFlight(load)
     }
 
+    /// Every endpoint seen so far: `(endpoint, requests in flight now, peak)`.
+    pub fn in_flight_table(&self) -> Vec<(String, usize, usize)> {
+        let mut rows: Vec<_> = self
+            .load
+            .iter()
+            .map(|e| {
+                let l = e.value();
+                (
+                    e.key().clone(),
+                    l.in_flight.load(Ordering::SeqCst),
+                    l.peak.load(Ordering::SeqCst),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// Lowers every endpoint's peak to its current count, so the next peak measures a new phase.
+    pub fn reset_in_flight_peaks(&self) {
+        for e in self.load.iter() {
+            e.value()
+                .peak
+                .store(e.value().in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+    }
+
     /// The most requests of `endpoint` ever handled at once.
     pub fn peak_in_flight(&self, endpoint: &str) -> usize {
         self.load
