@@ -69,6 +69,16 @@ impl BackoffPolicy {
         BackoffPolicy::holder()
     }
 
+    /// The `retrieve_future` back-off during a run of 5xx replies (from the second one on):
+    /// 0.1 s · 2^k ≤ 5 s, no jitter. The official SDK re-polls at once; see [`super::poll`].
+    pub fn poll_server_error() -> BackoffPolicy {
+        BackoffPolicy {
+            initial: super::poll::SERVER_ERROR_BACKOFF_INITIAL,
+            max: super::poll::SERVER_ERROR_BACKOFF_MAX,
+            jitter: Jitter::None,
+        }
+    }
+
     /// The capped delay before jitter.
     pub fn nominal(&self, retries_taken: u32) -> Duration {
         // f64 keeps 2^k exact for every k that matters and saturates instead of overflowing.

@@ -4,6 +4,12 @@
 //! errors (min(2^n, 30) s, with `n` reset by every other outcome), pauses for billing (402), and
 //! gives 400s a budget of three in a row (reset by a 408). A 410 means the server future is gone
 //! and only a resubmission can help.
+//!
+//! One deliberate difference from the official SDK: it re-polls at once after every 5xx, so a
+//! 30 s burst of 503s becomes a tight loop (hundreds of polls a second per future, workloads.md
+//! B4). Here the first 5xx in a row is still re-polled at once, and each further one waits
+//! [`SERVER_ERROR_BACKOFF_INITIAL`] doubled per 5xx up to [`SERVER_ERROR_BACKOFF_MAX`]. Any other
+//! outcome ends the run of 5xx, so a single blip costs nothing.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +17,12 @@ use super::{BackoffPolicy, BillingPause, BillingVerdict, Failure};
 
 /// How many 400s in a row are re-polled before the fourth is fatal.
 pub const MAX_BAD_REQUEST_RETRIES: u32 = 3;
+
+/// The wait after the second 5xx in a row; it doubles with each further one.
+pub const SERVER_ERROR_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+
+/// The longest wait between polls during a run of 5xx replies.
+pub const SERVER_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Why polling ended in an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,9 +43,9 @@ pub enum PollAction {
     /// A 408: parse its body for `queue_state` / `queue_state_reason` as for a `try_again`, then
     /// poll again at once.
     TryAgain,
-    /// Poll again at once (5xx, a 400 within its budget).
+    /// Poll again at once (the first 5xx of a run, a 400 within its budget).
     PollNow,
-    /// Wait, then poll again (429, connection errors, proxy rejections).
+    /// Wait, then poll again (429, connection errors, proxy rejections, repeated 5xx).
     PollAfter(Duration),
     /// A 402 inside the billing window: wait `sleep`, then poll; log the warning if `log_now`.
     BillingPause {
@@ -63,18 +75,21 @@ pub enum PollAction {
 /// assert_eq!(poll.on_failure(Failure::Status(429), now, &mut billing), PollAction::PollAfter(Duration::from_secs(1)));
 /// assert_eq!(poll.on_failure(Failure::Status(429), now, &mut billing), PollAction::PollAfter(Duration::from_secs(2)));
 /// assert_eq!(poll.on_failure(Failure::Status(503), now, &mut billing), PollAction::PollNow);
+/// assert_eq!(poll.on_failure(Failure::Status(503), now, &mut billing), PollAction::PollAfter(Duration::from_millis(100)));
 /// assert_eq!(poll.on_failure(Failure::Status(429), now, &mut billing), PollAction::PollAfter(Duration::from_secs(1)));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PollErrors {
     connection_retries: u32,
     bad_request_retries: u32,
+    server_errors_in_a_row: u32,
 }
 
 impl PollErrors {
     /// A complete 2xx reply of any kind (try_again, metadata, failed, result) arrived.
     pub fn on_complete(&mut self) {
         self.connection_retries = 0;
+        self.server_errors_in_a_row = 0;
     }
 
     /// Decides after a poll failed with `failure` at `now`.
@@ -84,6 +99,16 @@ impl PollErrors {
         now: Instant,
         billing: &mut BillingPause,
     ) -> PollAction {
+        if let Failure::Status(500..=599) = failure {
+            // A 5xx is a reply, so the connection back-off restarts; the 5xx run has its own.
+            self.connection_retries = 0;
+            self.server_errors_in_a_row += 1;
+            return match self.server_errors_in_a_row {
+                1 => PollAction::PollNow,
+                n => PollAction::PollAfter(BackoffPolicy::poll_server_error().nominal(n - 2)),
+            };
+        }
+        self.server_errors_in_a_row = 0;
         if failure.is_connection_error() || failure == Failure::Status(429) {
             let wait = BackoffPolicy::poll_connection().delay(self.connection_retries, 0.0);
             self.connection_retries += 1;
@@ -96,7 +121,6 @@ impl PollErrors {
                 self.bad_request_retries = 0;
                 PollAction::TryAgain
             }
-            Failure::Status(500..=599) => PollAction::PollNow,
             Failure::Status(400) => {
                 if self.bad_request_retries < MAX_BAD_REQUEST_RETRIES {
                     self.bad_request_retries += 1;
@@ -115,6 +139,11 @@ impl PollErrors {
             Failure::Status(other) => PollAction::Fatal(PollFatal::Status(other)),
             _ => PollAction::Fatal(PollFatal::Other),
         }
+    }
+
+    /// How many 5xx replies came in a row, ended by any other outcome.
+    pub fn server_errors_in_a_row(&self) -> u32 {
+        self.server_errors_in_a_row
     }
 
     /// The current connection back-off exponent *n* (telemetry `connection_error_retries`).
@@ -224,6 +253,61 @@ mod tests {
             p.on_failure(Failure::Status(429), now, &mut billing),
             secs(1)
         );
+    }
+
+    /// A 30 s burst of 503s on one future: the official SDK re-polls at once every time (a tight
+    /// loop); here the run of 5xx backs off, so the whole burst costs a handful of polls.
+    #[test]
+    fn a_burst_of_5xx_backs_off_and_one_reply_ends_it() {
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
+        let mut billing = BillingPause::default();
+        let mut p = PollErrors::default();
+        let ms = |m| PollAction::PollAfter(Duration::from_millis(m));
+        let first: Vec<PollAction> = (0..9)
+            .map(|_| p.on_failure(Failure::Status(503), start, &mut billing))
+            .collect();
+        assert_eq!(
+            first,
+            [
+                PollAction::PollNow,
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1600),
+                ms(3200),
+                ms(5000),
+                ms(5000)
+            ]
+        );
+        // Count the polls a 30 s burst costs when each wait is honoured.
+        let mut p = PollErrors::default();
+        let (mut elapsed, mut polls) = (Duration::ZERO, 0);
+        while elapsed < Duration::from_secs(30) {
+            polls += 1;
+            match p.on_failure(Failure::Status(503), start + elapsed, &mut billing) {
+                PollAction::PollNow => {}
+                PollAction::PollAfter(wait) => elapsed += wait,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(polls <= 16, "{polls} polls in a 30 s burst");
+        // A try_again (complete reply) or any non-5xx failure ends the run.
+        p.on_complete();
+        assert_eq!(
+            p.on_failure(Failure::Status(500), start, &mut billing),
+            PollAction::PollNow
+        );
+        assert_eq!(
+            p.on_failure(Failure::Status(408), start, &mut billing),
+            PollAction::TryAgain
+        );
+        assert_eq!(
+            p.on_failure(Failure::Status(502), start, &mut billing),
+            PollAction::PollNow
+        );
+        assert_eq!(p.server_errors_in_a_row(), 1);
     }
 
     #[test]
