@@ -71,7 +71,7 @@ mod training;
 pub use options::{ClientOptions, QueueStateEvent, QueueStateObserver};
 pub use pending::Pending;
 pub use rest::RestClient;
-pub use sampling::SamplingClient;
+pub use sampling::{SampleStream, SamplingClient};
 pub use service::{ClientIo, ServiceClient};
 pub use training::{SaveOptions, TrainingClient};
 

@@ -10,7 +10,9 @@ use super::sampling::SamplingClient;
 use super::service::Shared;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
-use crate::ops::{ForwardBackwardArgs, ForwardBackwardCustomOp, ForwardBackwardOp, SharedCustomLoss};
+use crate::ops::{
+    ForwardBackwardArgs, ForwardBackwardCustomOp, ForwardBackwardOp, SharedCustomLoss,
+};
 use crate::retry::ClientKind;
 use crate::types::{
     Datum, ForwardBackwardOutput, GetInfoResponse, LoadWeightsRequest, LoadWeightsResponse,

@@ -127,19 +127,15 @@ impl ForwardBackwardCustomOp {
             loss_fn_config: None,
             forward_only: true,
         };
-        let op = match ForwardBackwardOp::with_reservation(
-            ledger,
-            args,
-            &chunks,
-            forward,
-            opts.clone(),
-        ) {
-            Ok(op) => op,
-            Err(e) => {
-                ledger.release_reservation(&backward);
-                return Err(e);
-            }
-        };
+        let op =
+            match ForwardBackwardOp::with_reservation(ledger, args, &chunks, forward, opts.clone())
+            {
+                Ok(op) => op,
+                Err(e) => {
+                    ledger.release_reservation(&backward);
+                    return Err(e);
+                }
+            };
         Ok(ForwardBackwardCustomOp {
             model_id,
             data,

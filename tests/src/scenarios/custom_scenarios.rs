@@ -112,7 +112,12 @@ pub async fn custom_dpo_with_reference_sampler<R: Runtime>() {
         let out = fb.result().await.expect("forward_backward_custom result");
         opt.result().await.expect("optim_step result");
         let loss = out.loss().expect("loss:sum is the DPO loss");
-        assert_eq!(Some(&loss), out.metrics.get("dpo_loss"), "{:?}", out.metrics);
+        assert_eq!(
+            Some(&loss),
+            out.metrics.get("dpo_loss"),
+            "{:?}",
+            out.metrics
+        );
         assert!(
             out.metrics.contains_key("surrogate_loss:sum"),
             "the server's surrogate is kept: {:?}",
@@ -176,7 +181,7 @@ pub async fn custom_dpo_with_reference_sampler<R: Runtime>() {
         .find(|b| b.get("forward_only").is_none())
         .expect("the first backward pass was recorded");
     let weights = |i: usize| -> Vec<f64> {
-        let w = &backward["data"][i]["loss_fn_inputs"]["weights"]["data"];
+        let w = &backward["data"][i]["loss_fn_inputs"]["weights"]["_decoded_dense"];
         w.as_array()
             .unwrap_or_else(|| panic!("weights of datum {i}: {w}"))
             .iter()
@@ -186,7 +191,11 @@ pub async fn custom_dpo_with_reference_sampler<R: Runtime>() {
     let expected = 0.5 * 0.5 / PAIRS as f64;
     for (i, sign) in [(0, 1.0), (1, -1.0)] {
         for (j, w) in weights(i).into_iter().enumerate() {
-            let want = if j + 1 >= PROMPT { sign * expected } else { 0.0 };
+            let want = if j + 1 >= PROMPT {
+                sign * expected
+            } else {
+                0.0
+            };
             assert!(
                 (w - want).abs() < 1e-3 * expected,
                 "datum {i} token {j}: weight {w}, expected {want}"
