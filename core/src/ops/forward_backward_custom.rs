@@ -68,7 +68,7 @@ enum Phase {
 /// let mut ledger = Ledger::new(ctx, 7);
 /// let datum = Datum::new(ModelInput::from_tokens(vec![1, 2]))
 ///     .with_input("target_tokens", TensorData::from_i64(vec![2, 3]));
-/// let nll = |b: &LogprobBatch<'_>| {
+/// let nll = |b: &LogprobBatch<'_>| -> tinker_core::Result<CustomLossOutput> {
 ///     let g = b.logprobs().iter().map(|r| vec![-1.0; r.len()]).collect();
 ///     Ok(CustomLossOutput { loss: -b.logprobs().iter().flatten().sum::<f64>(), gradients: g, ..Default::default() })
 /// };
