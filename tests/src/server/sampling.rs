@@ -412,9 +412,9 @@ pub(crate) async fn stream_sample(
             }
             Ok::<_, std::convert::Infallible>(e)
         });
-    Ok(axum::response::Response::builder()
+    axum::response::Response::builder()
         .header(http::header::CONTENT_TYPE, "text/event-stream")
         .header(http::header::CACHE_CONTROL, "no-cache")
         .body(axum::body::Body::from_stream(paced))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
