@@ -80,7 +80,8 @@ enum Phase {
 /// # #[allow(clippy::disallowed_methods)]
 /// let now = Instant::now();
 /// let Output::Transmit(t) = op.poll_output(&mut ledger, now) else { panic!() };
-/// assert_eq!(t.request.uri().path(), "/api/v1/forward");
+/// // The forward pass is a `forward_backward` request with `forward_only` set.
+/// assert_eq!(t.request.uri().path(), "/api/v1/forward_backward");
 /// ```
 pub struct ForwardBackwardCustomOp {
     model_id: String,
