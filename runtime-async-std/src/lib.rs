@@ -39,7 +39,7 @@ pub use runtime::AsyncStdRuntime;
 pub use transport::{HyperTransport, ACCEPT_ENCODING};
 
 pub use tinker_core::client::{
-    ClientOptions, Pending, QueueStateEvent, RestClient, SamplingClient, SaveOptions,
+    ClientOptions, Pending, QueueStateEvent, RestClient, SampleStream, SamplingClient, SaveOptions,
     ServiceClient, TrainingClient,
 };
 pub use tinker_core::settings::Settings;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tinker_core::client as core;
+use tinker_core::ops::{SampleStreamChunk, SharedCustomLoss};
 use tinker_core::types::{
     AuditEventType, AuditLogResponse, BillingUsageResponse, CheckpointArchiveUrl,
     CheckpointStorageUsage, CheckpointsListResponse, Datum, ExternalWeightsUrls, FinishReason,
@@ -226,6 +227,19 @@ impl TrainingClient {
         )))
     }
 
+    /// Trains on a loss computed on the client: one forward pass, `loss` on its logprobs, one
+    /// backward pass with `weights = −∂loss/∂logprobs` (see the async
+    /// `TrainingClient::forward_backward_custom`). Returns once the backward pass is submitted
+    /// (after the forward pass's round trip and the loss); [`Pending::result`] waits for its
+    /// output.
+    pub fn forward_backward_custom(
+        &self,
+        data: Vec<Datum>,
+        loss: SharedCustomLoss,
+    ) -> Result<Pending<ForwardBackwardOutput>> {
+        pending(block_on(self.inner.forward_backward_custom(data, loss)))
+    }
+
     /// Loss without gradients on `data`.
     pub fn forward(
         &self,
@@ -382,6 +396,44 @@ impl SamplingClient {
     /// The log-probability of every prompt token.
     pub fn compute_logprobs(&self, prompt: ModelInput) -> Result<Vec<Option<f32>>> {
         block_on(self.inner.compute_logprobs(prompt))
+    }
+
+    /// Generates one completion and returns its tokens as an iterator that yields each token as
+    /// the server sends it (server-sent events; see the async `SamplingClient::sample_stream`).
+    /// Returns once the server accepted the stream. Dropping the iterator stops the request.
+    ///
+    /// ```no_run
+    /// # fn demo(sampler: tinker_blocking::SamplingClient) -> tinker_blocking::Result<()> {
+    /// use tinker_blocking::types::{ModelInput, SamplingParams};
+    /// let params = SamplingParams { max_tokens: Some(16), ..SamplingParams::default() };
+    /// for chunk in sampler.sample_stream(ModelInput::from_tokens(vec![1, 2, 3]), params)? {
+    ///     let chunk = chunk?;
+    ///     if chunk.is_done() { break; }
+    ///     println!("{:?}", chunk.token_id);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn sample_stream(
+        &self,
+        prompt: ModelInput,
+        params: SamplingParams,
+    ) -> Result<SampleStream> {
+        block_on(self.inner.sample_stream(prompt, params)).map(|inner| SampleStream { inner })
+    }
+}
+
+/// The tokens of one streamed sample ([`SamplingClient::sample_stream`]): each `next()` blocks
+/// until the server's next event. Ends after the `done` chunk (or after one error).
+#[derive(Debug)]
+pub struct SampleStream {
+    inner: core::SampleStream,
+}
+
+impl Iterator for SampleStream {
+    type Item = Result<SampleStreamChunk>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        block_on(self.inner.next_chunk())
     }
 }
 

@@ -260,6 +260,9 @@ impl AsyncHttp for BlockingTransport {
         request: http::Request<Bytes>,
         timeouts: Timeouts,
     ) -> Result<AsyncResponse, TransportError> {
+        if is_event_stream(&request) {
+            return send_streaming(self.inner.clone(), request, timeouts).await;
+        }
         let slot = Arc::new(Mutex::new(Slot::default()));
         let filled = slot.clone();
         let transport = self.inner.clone();
@@ -287,6 +290,144 @@ impl AsyncHttp for BlockingTransport {
             head,
             body: Box::new(WholeBody { body: Some(body) }),
         })
+    }
+}
+
+fn is_event_stream(request: &http::Request<Bytes>) -> bool {
+    request
+        .headers()
+        .get(http::header::ACCEPT)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// What a streaming request thread hands over: the head, then body chunks as they are read.
+#[derive(Default)]
+struct Streamed {
+    head: Option<Result<http::response::Parts, TransportError>>,
+    chunks: std::collections::VecDeque<Result<Bytes, TransportError>>,
+    ended: bool,
+    /// The body was dropped: the thread stops reading and closes the connection.
+    dropped: bool,
+    waker: Option<Waker>,
+}
+
+fn lock_streamed(s: &Mutex<Streamed>) -> std::sync::MutexGuard<'_, Streamed> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A server-sent-events request: unlike the others its body is handed over chunk by chunk as
+/// the request thread reads it, so a stream's events arrive as the server sends them, and
+/// dropping the body ends the thread (after its current read) and with it the connection.
+async fn send_streaming(
+    transport: UreqTransport,
+    request: http::Request<Bytes>,
+    timeouts: Timeouts,
+) -> Result<AsyncResponse, TransportError> {
+    let shared = Arc::new(Mutex::new(Streamed::default()));
+    let filled = shared.clone();
+    let update = move |f: &mut dyn FnMut(&mut Streamed)| -> bool {
+        let (waker, dropped) = {
+            let mut s = lock_streamed(&filled);
+            f(&mut s);
+            (s.waker.take(), s.dropped)
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        !dropped
+    };
+    std::thread::Builder::new()
+        .name("tinker-http-stream".into())
+        .spawn(move || {
+            let response = match transport.send(request, timeouts) {
+                Ok(r) => r,
+                Err(e) => {
+                    update(&mut |s| s.head = Some(Err(e.clone())));
+                    return;
+                }
+            };
+            let mut reader = response.body;
+            let mut head = Some(response.head);
+            if !update(&mut |s| s.head = head.take().map(Ok)) {
+                return;
+            }
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                let read = reader.read(&mut buf);
+                let go_on = match read {
+                    Ok(0) => {
+                        update(&mut |s| s.ended = true);
+                        return;
+                    }
+                    Ok(n) => {
+                        update(&mut |s| s.chunks.push_back(Ok(Bytes::copy_from_slice(&buf[..n]))))
+                    }
+                    Err(ref e) if e.kind() == std::io::ErrorKind::Interrupted => true,
+                    Err(e) => {
+                        let error = transport_error_of(&e).cloned().unwrap_or_else(|| {
+                            TransportError::new(TransportErrorKind::Io, e.to_string())
+                        });
+                        update(&mut |s| {
+                            s.chunks.push_back(Err(error.clone()));
+                            s.ended = true;
+                        });
+                        return;
+                    }
+                };
+                if !go_on {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| {
+            TransportError::new(
+                TransportErrorKind::Other,
+                format!("could not start a request thread: {e}"),
+            )
+        })?;
+    let head = std::future::poll_fn(|cx| {
+        let mut s = lock_streamed(&shared);
+        match s.head.take() {
+            Some(h) => Poll::Ready(h),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await;
+    let body = StreamedBody { shared };
+    Ok(AsyncResponse {
+        head: head?,
+        body: Box::new(body),
+    })
+}
+
+struct StreamedBody {
+    shared: Arc<Mutex<Streamed>>,
+}
+
+impl Drop for StreamedBody {
+    fn drop(&mut self) {
+        lock_streamed(&self.shared).dropped = true;
+    }
+}
+
+#[async_trait::async_trait]
+impl AsyncBody for StreamedBody {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, TransportError>> {
+        std::future::poll_fn(|cx| {
+            let mut s = lock_streamed(&self.shared);
+            if let Some(chunk) = s.chunks.pop_front() {
+                return Poll::Ready(Some(chunk));
+            }
+            if s.ended {
+                return Poll::Ready(None);
+            }
+            s.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 }
 

@@ -36,7 +36,9 @@ pub mod executor;
 pub mod hf;
 mod transport;
 
-pub use clients::{Pending, RestClient, SamplingClient, ServiceClient, TrainingClient};
+pub use clients::{
+    Pending, RestClient, SampleStream, SamplingClient, ServiceClient, TrainingClient,
+};
 pub use clock::SystemClock;
 pub use connect::{client_io, connect, connect_from_env, connect_with};
 pub use transport::{transport_error_of, UreqTransport, ACCEPT_ENCODING};

@@ -37,7 +37,7 @@ pub use runtime::TokioRuntime;
 pub use transport::{ReqwestTransport, ACCEPT_ENCODING};
 
 pub use tinker_core::client::{
-    ClientOptions, Pending, QueueStateEvent, RestClient, SamplingClient, SaveOptions,
+    ClientOptions, Pending, QueueStateEvent, RestClient, SampleStream, SamplingClient, SaveOptions,
     ServiceClient, TrainingClient,
 };
 pub use tinker_core::settings::Settings;

@@ -76,7 +76,7 @@ pub use options::{ClientOptions, HeaderInjector, QueueStateEvent, QueueStateObse
 pub use pending::Pending;
 pub use recovery::{Recovered, RecoveryHooks, RecoveryMonitor};
 pub use rest::RestClient;
-pub use sampling::SamplingClient;
+pub use sampling::{SampleStream, SamplingClient};
 pub use service::{ClientIo, ServiceClient};
 #[cfg(feature = "otel")]
 pub use trace_context::{otel_injector, TRACEPARENT, TRACESTATE};

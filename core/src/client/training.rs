@@ -10,7 +10,10 @@ use super::sampling::SamplingClient;
 use super::service::Shared;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
-use crate::ops::{ForwardBackwardArgs, ForwardBackwardOp, IdempotentSave};
+use crate::ops::{
+    ForwardBackwardArgs, ForwardBackwardCustomOp, ForwardBackwardOp, IdempotentSave,
+    SharedCustomLoss,
+};
 use crate::path::{CheckpointKind, TinkerPath};
 use crate::retry::ClientKind;
 use crate::types::{
@@ -245,6 +248,46 @@ impl TrainingClient {
         self.submit_op(method, ForwardBackwardOp::chunk_count, |ledger, opts| {
             ForwardBackwardOp::new(ledger, args, opts)
         })
+    }
+
+    /// Trains on a loss computed on the client (protocol.md 11.3): one forward pass for the
+    /// logprobs, `loss` on them (one row per datum, aligned with its `target_tokens`), then one
+    /// backward pass with `weights = −∂loss/∂logprobs` under `cross_entropy`, whose gradient is
+    /// the custom loss's. The result's `loss:sum` is the custom loss, `surrogate_loss:sum` the
+    /// server's surrogate, and the loss's own metrics are merged in.
+    ///
+    /// Both passes' seq ids are reserved now, so an `optim_step` made right after this call runs
+    /// after the backward pass. Resolves once the backward pass is submitted — which takes the
+    /// forward pass's round trip and the loss, so the later `optim_step` is never left waiting
+    /// for a turn only this call's result would advance; await the [`Pending`] for the output. Any [`crate::losses::CustomLoss`] works, including a
+    /// [`crate::losses::RegularizerPipeline`] and [`crate::losses::Dpo`]:
+    ///
+    /// ```no_run
+    /// # async fn demo(training: tinker_core::client::TrainingClient,
+    /// #               pairs: Vec<tinker_core::types::Datum>,
+    /// #               reference: Vec<Vec<f64>>) -> tinker_core::Result<()> {
+    /// use std::sync::Arc;
+    /// use tinker_core::losses::{Dpo, ReferenceLogprobs};
+    /// use tinker_core::types::AdamParams;
+    /// let dpo = Dpo::new(0.1, ReferenceLogprobs::PerToken(reference));
+    /// let fb = training.forward_backward_custom(pairs, Arc::new(dpo)).await?;
+    /// let step = training.optim_step(AdamParams::with_learning_rate(1e-5)).await?;
+    /// println!("dpo loss {:?}", fb.await?.metrics["dpo_loss"]);
+    /// step.await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_backward_custom(
+        &self,
+        data: Vec<Datum>,
+        loss: SharedCustomLoss,
+    ) -> impl std::future::Future<Output = Result<Pending<ForwardBackwardOutput>>> + Send + 'static
+    {
+        let model_id = self.run.model_id.clone();
+        self.submit_op(
+            "TrainingClient.forward_backward_custom",
+            ForwardBackwardCustomOp::request_count,
+            move |ledger, opts| ForwardBackwardCustomOp::new(ledger, model_id, data, loss, opts),
+        )
     }
 
     /// Applies the accumulated gradients (Adam by default: pass

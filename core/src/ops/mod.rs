@@ -13,23 +13,32 @@
 //! | `create_model` | [`create_model`] | [`CreateModelResponse`] |
 //! | `optim_step` | [`optim_step`] | [`OptimStepResponse`] |
 //! | `forward_backward` / `forward` | [`ForwardBackwardOp::new`] | [`ForwardBackwardOutput`] |
+//! | `forward_backward_custom` (client-side loss) | [`ForwardBackwardCustomOp::new`] | [`ForwardBackwardOutput`] |
 //! | `sample` / `compute_logprobs` | [`SampleOp::new`] | [`SampleResponse`] |
 //! | a named save (409 resolved, A10) | [`IdempotentSave::new`] | the save's response |
+//! | `stream_sample` (server-sent events; the client does the I/O) | [`SampleStreamStart::new`] + [`SampleStreamDecoder`] | [`SampleStreamChunk`]s |
 //!
 //! [`ForwardBackwardOutput`]: crate::types::ForwardBackwardOutput
 //! [`SampleResponse`]: crate::types::SampleResponse
 
 mod forward_backward;
+mod forward_backward_custom;
 mod sample;
 mod save;
+mod sample_stream;
 
 #[cfg(test)]
 mod tests;
 
 pub use forward_backward::{ForwardBackwardArgs, ForwardBackwardOp};
+pub use forward_backward_custom::{ForwardBackwardCustomOp, SharedCustomLoss};
 pub use sample::SampleOp;
 pub use save::{
     find_checkpoint, on_save_conflict, ConflictAction, IdempotentSave, SavedCheckpoint,
+};
+pub use sample_stream::{
+    SampleStreamChunk, SampleStreamChunkKind, SampleStreamDecoder, SampleStreamStart, EVENT_STREAM,
+    STREAM_SAMPLE_PATH,
 };
 
 use std::time::Instant;

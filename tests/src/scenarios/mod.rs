@@ -11,9 +11,11 @@
 //!
 //! [`LocalServer`]: crate::LocalServer
 
+mod custom_scenarios;
 mod data;
 mod fault_scenarios;
 mod rest_scenarios;
+mod streaming_scenarios;
 mod training_scenarios;
 
 use std::future::Future;
@@ -26,11 +28,13 @@ use tinker_core::Result;
 
 use crate::server::{BackgroundServer, LocalServer, LocalServerConfig};
 
+pub use custom_scenarios::custom_dpo_with_reference_sampler;
 pub use data::{batch, counting_datum, mean_nll, settings_or_local_server, BASE_MODEL};
 pub use fault_scenarios::{
     a12_eval_with_per_example_timeouts, a7_error_storm, a8_session_expiry, a9_hung_and_stalled,
 };
 pub use rest_scenarios::a11_checkpoint_management;
+pub use streaming_scenarios::sample_stream_matches_sample;
 pub use training_scenarios::{
     a10_save_is_idempotent, a1_sft_checkpoint_sample, a2_resume_with_optimizer, a3_rl_fan_out,
     cancellation_leaves_the_client_usable,
@@ -113,6 +117,8 @@ macro_rules! e2e_suite {
             a7_error_storm,
             a8_session_expiry,
             a12_eval_with_per_example_timeouts,
+            custom_dpo_with_reference_sampler,
+            sample_stream_matches_sample,
         );
     };
     (@tests $runtime:ty, $block_on:expr; $($name:ident),* $(,)?) => {

@@ -302,6 +302,11 @@ pub(crate) async fn front(State(st): State<Arc<AppState>>, req: Request, next: N
         }
     };
     let (rparts, rbody) = resp.into_parts();
+    if is_event_stream(&rparts) && firing.is_none() {
+        // Streamed replies pass through unbuffered; the exchange is recorded when they end.
+        let status = rparts.status.as_u16();
+        return Response::from_parts(rparts, record_when_done(st, ex, status, rbody));
+    }
     let rbytes = axum::body::to_bytes(rbody, usize::MAX)
         .await
         .unwrap_or_default();
@@ -326,4 +331,59 @@ pub(crate) async fn front(State(st): State<Arc<AppState>>, req: Request, next: N
         }
         _ => Response::from_parts(rparts, Body::from(rbytes)),
     }
+}
+
+fn is_event_stream(parts: &http::response::Parts) -> bool {
+    parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"))
+}
+
+/// Records a streamed exchange once its body is over: finished, failed, or dropped because the
+/// client hung up. The recorded body is what was handed to the connection, so a cancelled
+/// stream shows how far it got.
+struct StreamRecord {
+    st: Arc<AppState>,
+    ex: Option<(u64, Exchange)>,
+    status: u16,
+    sent: Vec<u8>,
+}
+
+impl Drop for StreamRecord {
+    fn drop(&mut self) {
+        finish(
+            &self.st,
+            self.ex.take(),
+            self.status,
+            Some("text/event-stream"),
+            &self.sent,
+            None,
+        );
+    }
+}
+
+fn record_when_done(
+    st: Arc<AppState>,
+    ex: Option<(u64, Exchange)>,
+    status: u16,
+    body: Body,
+) -> Body {
+    let record = StreamRecord {
+        st,
+        ex,
+        status,
+        sent: Vec::new(),
+    };
+    let frames = body.into_data_stream();
+    let stream =
+        futures_util::stream::unfold((frames, record), |(mut frames, mut record)| async move {
+            let next = frames.next().await?;
+            if let Ok(bytes) = &next {
+                record.sent.extend_from_slice(bytes);
+            }
+            Some((next, (frames, record)))
+        });
+    Body::from_stream(stream)
 }

@@ -124,6 +124,7 @@ fn api_router(st: Arc<AppState>) -> Router<Arc<AppState>> {
             post(smp::join_sampling_session),
         )
         .route("/api/v1/asample", post(smp::asample))
+        .route("/api/v1/stream_sample", post(smp::stream_sample))
         .route("/api/v1/samplers/{id}", get(smp::get_sampler))
         .route("/api/v1/retrieve_future", post(fut::retrieve_future))
         .route("/api/v1/retrieve_futures", post(fut::retrieve_futures))

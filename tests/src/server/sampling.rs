@@ -1,4 +1,5 @@
-//! Sampling: `create_sampling_session`, `join_sampling_session`, `samplers/{id}`, `asample`.
+//! Sampling: `create_sampling_session`, `join_sampling_session`, `samplers/{id}`, `asample`,
+//! and Tinkex's `stream_sample` (server-sent events).
 //!
 //! A sampling session holds fixed weights (a base model, a checkpoint, or a training run's
 //! weights at an unnamed `save_weights_for_sampler`). Samples run concurrently on the blocking
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::Json;
 use dashmap::mapref::entry::Entry;
+use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use tinker_core::types::{
     CreateSamplingSessionRequest, JoinSamplingSessionRequest, SampleRequest, StopCondition,
@@ -329,4 +331,90 @@ pub(crate) async fn asample(
         st2.complete(&slot, outcome);
     });
     Ok(Json(reply))
+}
+
+/// Pause between two streamed tokens: the toy model is instant, so without it a whole stream
+/// would sit in the socket buffer before the client read its first event, and a client that
+/// hangs up early could not stop anything.
+const STREAM_TOKEN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// One server-sent event with a JSON payload.
+fn sse_event(payload: &Value) -> bytes::Bytes {
+    bytes::Bytes::from(format!("data: {payload}\n\n"))
+}
+
+/// `POST /api/v1/stream_sample` [Tinkex F76, F87]: one completion of a sampling session,
+/// streamed as server-sent events (`text/event-stream`) — per token
+/// `{"token", "token_id", "index", "logprob"}`, then `{"finish_reason", "total_tokens"}`.
+///
+/// The body is the `asample` JSON (`num_samples` must be 1). The tokens are the ones `asample`
+/// returns for the same request and `sampling_params.seed`. Events are paced
+/// ([`STREAM_TOKEN_INTERVAL`]); when the client hangs up, the stream is dropped and generation
+/// of further events stops (the recording then holds only the events that were sent).
+pub(crate) async fn stream_sample(
+    State(st): State<Arc<AppState>>,
+    JsonBody(req): JsonBody<SampleRequest>,
+) -> ApiResult<axum::response::Response> {
+    req.validate()?;
+    if req.num_samples != 1 {
+        return Err(ApiError::bad_request(format!(
+            "stream_sample streams one completion; num_samples is {}",
+            req.num_samples
+        )));
+    }
+    let Some(session) = &req.sampling_session_id else {
+        return Err(ApiError::bad_request(
+            "stream_sample needs a sampling_session_id",
+        ));
+    };
+    let sampler = st.live_sampler(session)?;
+    let seed = req.sampling_params.seed.map_or_else(
+        || {
+            st.cfg.seed
+                ^ hash_name(&format!("stream:{}", req.seq_id.unwrap_or(0)))
+                ^ hash_name(&sampler.id)
+        },
+        |s| s as u64,
+    );
+    let model = sampler.model.clone();
+    let settings = settings(&req);
+    let prompt = req.prompt.clone();
+    let result = st
+        .model_work(move || model.sample(&prompt, &settings, 1, seed))
+        .await?
+        .map_err(|e| ApiError::bad_request(e.message))?;
+    let Some(seq) = result.sequences.into_iter().next() else {
+        return Err(ApiError::bad_request("the model produced no sequence"));
+    };
+    st.record_usage(
+        &sampler.session_id,
+        &sampler.base_model,
+        json!({"type": "sampling_sample", "token_count": seq.tokens.len()}),
+    );
+    let mut events: Vec<bytes::Bytes> = seq
+        .tokens
+        .iter()
+        .zip(&seq.logprobs)
+        .enumerate()
+        .map(|(i, (&t, &lp))| {
+            sse_event(&json!({"token": crate::model::tokenizer::decode(&[t]),
+                              "token_id": t, "index": i, "logprob": lp}))
+        })
+        .collect();
+    events.push(sse_event(
+        &json!({"finish_reason": seq.stop_reason.as_str(),
+                                  "total_tokens": seq.tokens.len()}),
+    ));
+    let paced =
+        futures_util::stream::iter(events.into_iter().enumerate()).then(|(i, e)| async move {
+            if i > 0 {
+                tokio::time::sleep(STREAM_TOKEN_INTERVAL).await;
+            }
+            Ok::<_, std::convert::Infallible>(e)
+        });
+    axum::response::Response::builder()
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .body(axum::body::Body::from_stream(paced))
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }

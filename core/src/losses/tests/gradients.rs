@@ -257,3 +257,65 @@ proptest! {
         }
     }
 }
+
+/// The norm of the central-difference gradient of `f` at `x` (the gradient tracker's reference).
+fn numeric_gradient_norm(f: impl Fn(&[Vec<f64>]) -> f64, x: &[Vec<f64>]) -> f64 {
+    const H: f64 = 1e-5;
+    let mut sum = 0.0;
+    for i in 0..x.len() {
+        for j in 0..x[i].len() {
+            let at = |d: f64| {
+                let mut y = x.to_vec();
+                y[i][j] += d;
+                f(&y)
+            };
+            let g = (at(H) - at(-H)) / (2.0 * H);
+            sum += g * g;
+        }
+    }
+    sum.sqrt()
+}
+
+#[test]
+fn gradient_norm_of_a_sum_is_the_square_root_of_the_element_count() {
+    // Tinkex's GradientTracker example: f = Σx on [1, 2, 3] → √3.
+    assert_eq!(
+        crate::losses::gradient_norm(&[vec![1.0, 1.0], vec![1.0]]),
+        3f64.sqrt()
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The gradient tracker: every norm a pipeline reports (base, each regularizer, total)
+    /// equals the norm of that part's finite-difference gradient.
+    #[test]
+    fn pipeline_gradient_norms_match_finite_differences(
+        x in rows_in(1..=3, 2..=4, -4.0..-0.1),
+        weights in prop::collection::vec(0.0..2.0f64, 2),
+    ) {
+        let base = |b: &LogprobBatch<'_>| -> crate::Result<crate::losses::CustomLossOutput> {
+            let g = b.logprobs().iter().map(|r| r.iter().map(|v| 2.0 * v).collect()).collect();
+            let loss = b.logprobs().iter().flatten().map(|v| v * v).sum();
+            Ok(crate::losses::CustomLossOutput { loss, gradients: g, ..Default::default() })
+        };
+        let entropy = Entropy { temperature: 0.8, ..Entropy::default() };
+        let l2 = L2 { reduction: Reduction::Mean, ..L2::default() };
+        let pipeline = RegularizerPipeline::new(base)
+            .add(weights[0], entropy.clone()).unwrap()
+            .add(weights[1], l2.clone()).unwrap();
+        let out = pipeline.evaluate(&LogprobBatch::new(&x).unwrap()).unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * a.abs().max(b.abs()) + 1e-8;
+        let base_numeric = numeric_gradient_norm(|r| base(&LogprobBatch::new(r).unwrap()).unwrap().loss, &x);
+        prop_assert!(close(out.base_grad_norm, base_numeric), "base {} vs {}", out.base_grad_norm, base_numeric);
+        let entropy_numeric = numeric_gradient_norm(|r| entropy.compute(&LogprobBatch::new(r).unwrap()).unwrap().loss, &x);
+        prop_assert!(close(out.regularizers[0].grad_norm, entropy_numeric), "entropy {} vs {}", out.regularizers[0].grad_norm, entropy_numeric);
+        let l2_numeric = numeric_gradient_norm(|r| l2.compute(&LogprobBatch::new(r).unwrap()).unwrap().loss, &x);
+        prop_assert!(close(out.regularizers[1].grad_norm, l2_numeric), "l2 {} vs {}", out.regularizers[1].grad_norm, l2_numeric);
+        let total_numeric = numeric_gradient_norm(|rows: &[Vec<f64>]| {
+            pipeline.evaluate(&LogprobBatch::new(rows).unwrap()).unwrap().loss_total
+        }, &x);
+        prop_assert!(close(out.total_grad_norm, total_numeric), "total {} vs {}", out.total_grad_norm, total_numeric);
+    }
+}
