@@ -5,49 +5,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
-use tinker_core::batching::{combine_forward_backward_outputs, plan_chunks, ChunkLimits};
-use tinker_core::proto::{
-    compress_body, decode_forward_backward_output, decode_sample_response, encode_forward_backward,
-    ForwardBackwardRequestRef, ZSTD_LEVEL,
-};
-use tinker_core::types::Datum;
+use tinker_core::batching::combine_forward_backward_outputs;
+use tinker_core::proto::{decode_forward_backward_output, decode_sample_response};
 
 use crate::measure::{emit, rss_growth, time_calls, timing_fields};
-use crate::workloads::{batch, fbo_body, sample_body, u, Kind};
+use crate::workloads::{batch, encode_call, fbo_body, sample_body, u, Kind};
 
 /// The B1 sizes (B × L).
 pub const B1_SIZES: [(usize, usize); 4] = [(128, 512), (128, 2048), (2048, 450), (256, 16384)];
-
-/// What the training client does between `forward_backward(data)` and the first POST
-/// (core/src/ops/forward_backward.rs): validate every datum, plan the chunks with the default
-/// limits (1024 datums, 5,000,000 estimated bytes), encode each chunk into a reused buffer and
-/// keep one body per chunk (zstd level 3 when the server asks for compressed bodies).
-fn encode_call(data: &[Datum], kind: Kind, zstd: bool) -> Vec<Bytes> {
-    for (i, datum) in data.iter().enumerate() {
-        datum.validate(i).expect("the workload is valid");
-    }
-    let chunks = plan_chunks(data, ChunkLimits::default()).expect("chunks");
-    let mut body = Vec::new();
-    chunks
-        .iter()
-        .enumerate()
-        .map(|(i, chunk)| {
-            let request = ForwardBackwardRequestRef::new(
-                "bench-session:train:0",
-                i as i32 + 1,
-                &data[chunk.range.clone()],
-                kind.loss(),
-            );
-            body.clear();
-            encode_forward_backward(&request, &mut body).expect("encode");
-            if zstd {
-                Bytes::from(compress_body(&body, ZSTD_LEVEL).expect("zstd"))
-            } else {
-                Bytes::copy_from_slice(&body)
-            }
-        })
-        .collect()
-}
 
 fn runs_for(elements: usize) -> (usize, usize) {
     // Large cases: fewer timed calls (the Python side does the same, by a time budget).

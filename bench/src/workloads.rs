@@ -1,12 +1,16 @@
 //! The inputs of python-anchors.md ("Workloads"), rebuilt bit for bit so both SDKs encode and
 //! decode identical data. The Python script (bench/python/official_sdk_bench.py) holds the same
-//! generator.
+//! generator. `core/benches/proto.rs` includes this file too, so the divan figures and the
+//! side-by-side table measure the same inputs and the same call.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use prost::Message as _;
-use tinker_core::proto::wire;
+use tinker_core::batching::{plan_chunks, ChunkLimits};
+use tinker_core::proto::{
+    compress_body, encode_forward_backward, wire, ForwardBackwardRequestRef, ZSTD_LEVEL,
+};
 use tinker_core::types::{Datum, LossFn, ModelInput, TensorData};
 
 /// The standard SplitMix64 finaliser of `k + 0x9E3779B97F4A7C15`.
@@ -103,6 +107,37 @@ pub fn batch(kind: Kind, batch: usize, l: usize) -> Vec<Datum> {
                             ),
                         )
                 }
+            }
+        })
+        .collect()
+}
+
+/// What the training client does between `forward_backward(data)` and the first POST
+/// (core/src/ops/forward_backward.rs): validate every datum, plan the chunks with the default
+/// limits (1024 datums, 5,000,000 estimated bytes), encode each chunk into a reused buffer and
+/// keep one body per chunk (zstd level 3 when the server asks for compressed bodies).
+pub fn encode_call(data: &[Datum], kind: Kind, zstd: bool) -> Vec<Bytes> {
+    for (i, datum) in data.iter().enumerate() {
+        datum.validate(i).expect("the workload is valid");
+    }
+    let chunks = plan_chunks(data, ChunkLimits::default()).expect("chunks");
+    let mut body = Vec::new();
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let request = ForwardBackwardRequestRef::new(
+                "bench-session:train:0",
+                i as i32 + 1,
+                &data[chunk.range.clone()],
+                kind.loss(),
+            );
+            body.clear();
+            encode_forward_backward(&request, &mut body).expect("encode");
+            if zstd {
+                Bytes::from(compress_body(&body, ZSTD_LEVEL).expect("zstd"))
+            } else {
+                Bytes::copy_from_slice(&body)
             }
         })
         .collect()
