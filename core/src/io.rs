@@ -89,6 +89,18 @@ pub trait AsyncBody: Send {
     async fn next_chunk(&mut self) -> Option<Result<Bytes, TransportError>>;
 }
 
+/// A body already in memory (a reply a transport synthesizes): all of it in one chunk.
+#[async_trait::async_trait]
+impl AsyncBody for Bytes {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, TransportError>> {
+        if self.is_empty() {
+            None
+        } else {
+            Some(Ok(std::mem::take(self)))
+        }
+    }
+}
+
 /// A response head plus its body stream.
 pub struct AsyncResponse {
     /// Status, headers and version.

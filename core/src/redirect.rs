@@ -134,6 +134,67 @@ pub fn archive_redirect_reply(
     serde_json::to_vec(&body).ok().map(Bytes::from)
 }
 
+/// What a transport does with the response to the request it `sent`: the whole redirect decision
+/// (see [`after_response`]).
+#[derive(Debug)]
+pub enum AfterResponse {
+    /// Return this synthesized `200 application/json` reply instead of the response (the
+    /// checkpoint-archive endpoint's redirect, see [`archive_redirect_reply`]).
+    Reply(http::Response<Bytes>),
+    /// Send this request next (a redirect to follow, see [`next_request`]); the caller counts
+    /// hops up to [`MAX_REDIRECTS`].
+    Follow(Request<Bytes>),
+    /// Return the response as it is.
+    Deliver,
+}
+
+/// The one decision every transport makes after each response: read the archive endpoint's
+/// redirect as its answer, follow any other redirect, or deliver the response. Adapters call only
+/// this, so they cannot disagree on which redirect is followed. `now` is the caller's wall clock.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{HeaderMap, StatusCode};
+/// use tinker_core::redirect::{after_response, AfterResponse};
+///
+/// let sent = http::Request::get(
+///     "https://tinker.example/api/v1/training_runs/run-1/checkpoints/weights/final/archive",
+/// )
+/// .body(Bytes::new())
+/// .unwrap();
+/// let mut headers = HeaderMap::new();
+/// headers.insert("location", "https://store.example/a.tar?sig=1".parse().unwrap());
+///
+/// let now = std::time::UNIX_EPOCH;
+/// let AfterResponse::Reply(reply) = after_response(&sent, StatusCode::FOUND, &headers, now) else {
+///     panic!("the archive URL is read, not followed");
+/// };
+/// assert_eq!(reply.status(), StatusCode::OK);
+/// assert!(matches!(
+///     after_response(&sent, StatusCode::OK, &HeaderMap::new(), now),
+///     AfterResponse::Deliver
+/// ));
+/// ```
+pub fn after_response(
+    sent: &Request<Bytes>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    now: std::time::SystemTime,
+) -> AfterResponse {
+    if let Some(body) = archive_redirect_reply(sent, status, headers, now) {
+        let mut reply = http::Response::new(body);
+        reply.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        return AfterResponse::Reply(reply);
+    }
+    match next_request(sent, status, headers) {
+        Some(next) => AfterResponse::Follow(next),
+        None => AfterResponse::Deliver,
+    }
+}
+
 /// Resolves a `Location` value against the URL it answered: an absolute URL, or an absolute path
 /// on the same origin.
 fn resolve(base: &Uri, location: &str) -> Option<Uri> {

@@ -26,8 +26,10 @@
 //!   read when the transport is built. HTTPS targets go through a CONNECT tunnel, plain HTTP
 //!   targets in absolute form; credentials in the proxy URL are sent as `Proxy-Authorization`.
 //! - **Redirects** are followed (up to 10), as the official SDK does, by a loop on the core's
-//!   [`tinker_core::redirect::next_request`]: the one policy of all transports, which drops the
+//!   [`tinker_core::redirect::after_response`]: the one policy of all transports, which drops the
 //!   API key and every other credential when a redirect leaves the origin.
+//!   One exception, decided there too: the 0.25 checkpoint-archive endpoint's 302 is read (its
+//!   `Location` is the answer), not followed.
 //! - **Compression**: the transport owns `Accept-Encoding`. hyper has no decoder, so it sends
 //!   `identity`: the server must answer uncompressed (an absent header would allow any
 //!   encoding). The core always sees plain bytes.
@@ -44,7 +46,7 @@ use smol_hyper::rt::SmolTimer;
 use tinker_core::io::{
     AsyncBody, AsyncHttp, AsyncResponse, Timeouts, TransportError, TransportErrorKind,
 };
-use tinker_core::redirect::{next_request, MAX_REDIRECTS};
+use tinker_core::redirect::{after_response, AfterResponse, MAX_REDIRECTS};
 
 use crate::connector::{with_timeout, AsyncStdExecutor, Connector};
 
@@ -196,9 +198,17 @@ impl AsyncHttp for HyperTransport {
             let response = self
                 .send_once(&client, request.clone(), timeouts.read)
                 .await?;
-            match next_request(&request, response.status(), response.headers()) {
-                Some(next) => request = next,
-                None => {
+            let now = std::time::SystemTime::now();
+            match after_response(&request, response.status(), response.headers(), now) {
+                AfterResponse::Follow(next) => request = next,
+                AfterResponse::Reply(reply) => {
+                    let (head, body) = reply.into_parts();
+                    return Ok(AsyncResponse {
+                        head,
+                        body: Box::new(body),
+                    });
+                }
+                AfterResponse::Deliver => {
                     let (head, body) = response.into_parts();
                     return Ok(AsyncResponse {
                         head,

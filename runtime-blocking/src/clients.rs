@@ -91,6 +91,50 @@ impl ServiceClient {
         self.inner.options()
     }
 
+    /// Request counters and latency histograms per endpoint of this client and every client it
+    /// created (empty when [`ClientOptions::metrics_enabled`] is off). Reading it never blocks.
+    ///
+    /// ```no_run
+    /// # fn demo(service: tinker_blocking::ServiceClient) {
+    /// let snapshot = service.metrics().snapshot();
+    /// if let Some(fb) = snapshot.endpoints.get("forward_backward") {
+    ///     println!("{} forward_backward, p99 {:?} ms", fb.total, fb.latency.p99_ms);
+    /// }
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> &tinker_core::metrics::Metrics {
+        self.inner.metrics()
+    }
+
+    /// Starts automatic recovery of corrupted training runs for `policy` (which must be enabled
+    /// and valid, else [`tinker_core::Error::InvalidInput`]). The monitor runs on a background
+    /// thread; its methods (`watch`, `recover_now`, `unwatch`, `stop`) return at once. The hooks
+    /// run on that thread too; [`RecoveryHooks::on_recovered`](core::RecoveryHooks::on_recovered)
+    /// hands over the async client of the new run, which [`TrainingClient::from_async`] wraps.
+    ///
+    /// ```no_run
+    /// # fn demo(service: tinker_blocking::ServiceClient,
+    /// #         training: tinker_blocking::TrainingClient) -> tinker_blocking::Result<()> {
+    /// use tinker_blocking::core::client::RecoveryHooks;
+    /// use tinker_blocking::core::recovery::RecoveryPolicy;
+    /// use tinker_blocking::TrainingClient;
+    ///
+    /// let hooks = RecoveryHooks::default().on_recovered(|r| {
+    ///     let client = TrainingClient::from_async(r.client);
+    ///     println!("{} continues as {}", r.run_id, client.model_id());
+    /// });
+    /// let monitor = service.start_recovery(RecoveryPolicy::enabled(), hooks)?;
+    /// monitor.watch(training.model_id())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn start_recovery(
+        &self,
+        policy: tinker_core::recovery::RecoveryPolicy,
+        hooks: core::RecoveryHooks,
+    ) -> Result<core::RecoveryMonitor> {
+        self.inner.start_recovery(policy, hooks)
+    }
+
     /// The session id, starting the session if needed.
     pub fn session_id(&self) -> Result<String> {
         block_on(self.inner.session_id())
@@ -167,6 +211,11 @@ pub struct TrainingClient {
 }
 
 impl TrainingClient {
+    /// Wraps an async training client (such as the one a recovery hook hands over).
+    pub fn from_async(inner: core::TrainingClient) -> TrainingClient {
+        TrainingClient { inner }
+    }
+
     /// The async client underneath.
     pub fn as_async(&self) -> &core::TrainingClient {
         &self.inner

@@ -1,6 +1,6 @@
 //! Building a blocking [`ServiceClient`] on ureq and plain threads.
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -26,7 +26,10 @@ pub fn connect(settings: Settings) -> Result<ServiceClient> {
 /// [`connect`] with client options (deadlines, queue-state observer, session metadata).
 pub fn connect_with(settings: Settings, options: ClientOptions) -> Result<ServiceClient> {
     let io = client_io(UreqTransport::new());
-    core::ServiceClient::new(settings, io, with_os_seed(options)).map(ServiceClient::from_core)
+    // A fresh seed per client: RandomState keys come from the OS, mixed with the clock.
+    let entropy = std::collections::hash_map::RandomState::new().hash_one(SystemTime::now());
+    core::ServiceClient::new(settings, io, options.with_seed_if_unset(entropy))
+        .map(ServiceClient::from_core)
 }
 
 /// [`connect`] with settings read from the environment (`TINKER_API_KEY`, `TINKER_BASE_URL`, …).
@@ -47,19 +50,4 @@ pub fn client_io(transport: UreqTransport) -> ClientIo {
             "false",
         ),
     }
-}
-
-fn with_os_seed(mut options: ClientOptions) -> ClientOptions {
-    if options.seed.is_none() {
-        // RandomState is seeded from the OS once per process and varies per instance.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        options = options.with_seed(h.finish());
-    }
-    options
 }

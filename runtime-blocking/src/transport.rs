@@ -19,7 +19,7 @@
 //! - **Redirects** are followed (up to 10), as the official SDK does, by a loop on the core's
 //!   [`tinker_core::redirect::next_request`], not by ureq (`max_redirects(0)`): ureq's policy
 //!   drops only `Authorization` on another origin and would forward the `X-API-Key`.
-//!   One exception, decided by the core's [`tinker_core::redirect::archive_redirect_reply`]: the
+//!   One exception, decided by the core's [`tinker_core::redirect::after_response`]: the
 //!   0.25 checkpoint-archive endpoint's 302 is read (its `Location` is the answer), not followed.
 //! - **Compression**: the transport owns `Accept-Encoding`. It sends `gzip`, the one encoding it
 //!   decodes; a decoded response has no `Content-Encoding` or `Content-Length` header.
@@ -34,7 +34,7 @@ use bytes::Bytes;
 use tinker_core::io::{
     BlockingHttp, BlockingResponse, Timeouts, TransportError, TransportErrorKind,
 };
-use tinker_core::redirect::{archive_redirect_reply, next_request, MAX_REDIRECTS};
+use tinker_core::redirect::{after_response, AfterResponse, MAX_REDIRECTS};
 use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
 
 /// The encodings this transport decodes, sent as `Accept-Encoding` on every request.
@@ -136,14 +136,16 @@ impl BlockingHttp for UreqTransport {
         for _hop in 0..=MAX_REDIRECTS {
             let response = self.send_once(&request, timeouts)?;
             let now = std::time::SystemTime::now();
-            if let Some(body) =
-                archive_redirect_reply(&request, response.status(), response.headers(), now)
-            {
-                return Ok(json_reply(body));
-            }
-            match next_request(&request, response.status(), response.headers()) {
-                Some(next) => request = next,
-                None => {
+            match after_response(&request, response.status(), response.headers(), now) {
+                AfterResponse::Follow(next) => request = next,
+                AfterResponse::Reply(reply) => {
+                    let (head, body) = reply.into_parts();
+                    return Ok(BlockingResponse {
+                        head,
+                        body: Box::new(io::Cursor::new(body)),
+                    });
+                }
+                AfterResponse::Deliver => {
                     let (head, body) = response.into_parts();
                     return Ok(BlockingResponse {
                         head,
@@ -184,20 +186,6 @@ impl UreqTransport {
                 timeouts,
             )
         }
-    }
-}
-
-/// A synthesized `200 application/json` response (see [`archive_redirect_reply`]).
-fn json_reply(body: Bytes) -> BlockingResponse {
-    let (head, ()) = http::Response::builder()
-        .status(http::StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(())
-        .unwrap_or_default()
-        .into_parts();
-    BlockingResponse {
-        head,
-        body: Box::new(io::Cursor::new(body)),
     }
 }
 

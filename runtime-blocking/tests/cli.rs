@@ -1,6 +1,7 @@
 //! The `tinker` binary against the local server: every command in both output formats, the exit
-//! codes scripts rely on (not 4, "unreachable": the SDK retries a dead server for five minutes), a multi-delete with one failure, a 200 MB download with flat memory that
-//! survives a reset connection, and archives that try to escape their folder.
+//! codes scripts rely on (not 4, "unreachable": the SDK retries a dead server for five minutes),
+//! a multi-delete with one failure, a 200 MB download with flat memory that survives a reset
+//! connection, archives that try to escape their folder, and `push-hf` to the Hub stand-in.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -617,6 +618,97 @@ fn archives_whose_entries_escape_the_target_folder_are_refused() {
         vec![PathBuf::from("sub/data.bin")]
     );
     assert_eq!(std::fs::read(dest.join("sub/data.bin")).unwrap(), b"ok");
+}
+
+const HF_TOKEN: &str = "hf_local_test_token";
+
+/// A GET on the local server's Hub stand-in; returns the status and the body.
+fn hub_get(acct: &Account, path: &str) -> (u16, Vec<u8>) {
+    use tinker_blocking::core::io::{BlockingHttp, Timeouts};
+    let request = http::Request::get(format!("{}/_hub{path}", acct.server.url()))
+        .header("authorization", format!("Bearer {HF_TOKEN}"))
+        .body(bytes::Bytes::new())
+        .unwrap();
+    let mut response = tinker_blocking::UreqTransport::new()
+        .send(request, Timeouts::default())
+        .unwrap();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut response.body, &mut body).unwrap();
+    (response.head.status.as_u16(), body)
+}
+
+#[test]
+fn push_hf_downloads_the_checkpoint_and_uploads_it_with_a_model_card() {
+    let acct = Account::new(LocalServerConfig::default());
+    // The child's temp dir, to see the scratch download is cleaned up.
+    let tmp = TempDir::new("push-hf-tmp");
+    let path = acct.weights[1].as_str();
+    let push = |args: &[&str]| {
+        let mut all = vec!["--format", "json", "checkpoint", "push-hf", path];
+        all.extend_from_slice(args);
+        Run::of(
+            acct.command(&all)
+                .env("HF_ENDPOINT", format!("{}/_hub", acct.server.url()))
+                .env("HF_TOKEN", HF_TOKEN)
+                .env("TMPDIR", &tmp.0)
+                .output()
+                .unwrap(),
+        )
+    };
+
+    let run = push(&["--repo", "local-user/x", "--commit-message", "first export"]);
+
+    assert_eq!(run.code, 0, "push-hf failed: {}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["repo_id"], "local-user/x");
+    assert_eq!(report["revision"], "main");
+    assert_eq!(
+        report["files"],
+        serde_json::json!([
+            "README.md",
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "toy_model.snapshot"
+        ])
+    );
+    let repos: Value = serde_json::from_slice(&hub_get(&acct, "/_admin/repos").1).unwrap();
+    let repo = &repos["local-user/x"];
+    assert_eq!(repo["private"], true, "private without --public");
+    assert_eq!(repo["commits"][0]["summary"], "first export");
+    let main = repo["branches"]["main"].as_object().unwrap();
+    assert_eq!(
+        main.keys().collect::<Vec<_>>(),
+        [
+            "README.md",
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "toy_model.snapshot"
+        ]
+    );
+    let (status, card) = hub_get(&acct, "/local-user/x/resolve/main/README.md");
+    assert_eq!(status, 200);
+    let card = String::from_utf8(card).unwrap();
+    assert!(card.contains(&format!("base_model: {MODEL}")), "{card}");
+    assert!(card.contains(&format!("tinker_path: {path}")), "{card}");
+    assert!(
+        card.contains("- LoRA rank: 8"),
+        "weights_info reached the card: {card}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmp.0).unwrap().count(),
+        0,
+        "the scratch download was removed"
+    );
+
+    // A namespace the token may not write to: a credentials failure, exit 3, naming the Hub.
+    let refused = push(&["--repo", "someone-else/x"]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(
+        refused.stderr.contains("Hugging Face"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(std::fs::read_dir(&tmp.0).unwrap().count(), 0);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Building a [`ServiceClient`] bound to tokio and reqwest.
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -29,7 +29,9 @@ pub fn connect_with(settings: Settings, options: ClientOptions) -> Result<Servic
         Error::Config("tinker_tokio::connect must be called from inside a tokio runtime".into())
     })?;
     let io = client_io(ReqwestTransport::new(), TokioRuntime::from_handle(handle));
-    ServiceClient::new(settings, io, with_os_seed(options))
+    // A fresh seed per client: RandomState keys come from the OS, mixed with the clock.
+    let entropy = std::collections::hash_map::RandomState::new().hash_one(SystemTime::now());
+    ServiceClient::new(settings, io, options.with_seed_if_unset(entropy))
 }
 
 /// [`connect`] with settings read from the environment (`TINKER_API_KEY`, `TINKER_BASE_URL`, …).
@@ -50,19 +52,4 @@ pub fn client_io(transport: ReqwestTransport, runtime: TokioRuntime) -> ClientIo
             "async:tokio",
         ),
     }
-}
-
-fn with_os_seed(mut options: ClientOptions) -> ClientOptions {
-    if options.seed.is_none() {
-        // RandomState is seeded from the OS once per process and varies per instance.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        options = options.with_seed(h.finish());
-    }
-    options
 }

@@ -21,8 +21,10 @@
 //!   the official SDK advertises) and decodes those transparently; a decoded response has no
 //!   `Content-Encoding` or `Content-Length` header, so the core always sees plain bytes.
 //! - **Redirects** are followed (up to 10), as the official SDK does, by a loop on the core's
-//!   [`tinker_core::redirect::next_request`], not by reqwest's policy: that one drops only
+//!   [`tinker_core::redirect::after_response`], not by reqwest's policy: that one drops only
 //!   `Authorization` on another origin and would forward the `X-API-Key`.
+//!   One exception, decided there too: the 0.25 checkpoint-archive endpoint's 302 is read (its
+//!   `Location` is the answer), not followed.
 //! - **Statuses** are values: 4xx and 5xx come back as responses with their headers and body.
 
 use std::sync::{Arc, Mutex};
@@ -32,7 +34,7 @@ use bytes::Bytes;
 use tinker_core::io::{
     AsyncBody, AsyncHttp, AsyncResponse, Timeouts, TransportError, TransportErrorKind,
 };
-use tinker_core::redirect::{next_request, MAX_REDIRECTS};
+use tinker_core::redirect::{after_response, AfterResponse, MAX_REDIRECTS};
 
 /// The encodings this transport decodes, sent as `Accept-Encoding` on every request.
 pub const ACCEPT_ENCODING: &str = "gzip, deflate, zstd";
@@ -151,9 +153,17 @@ impl AsyncHttp for ReqwestTransport {
         let mut request = http::Request::from_parts(parts, body);
         for _hop in 0..=MAX_REDIRECTS {
             let response = send_once(&client, request.clone(), timeouts.read).await?;
-            match next_request(&request, response.status(), response.headers()) {
-                Some(next) => request = next,
-                None => {
+            let now = std::time::SystemTime::now();
+            match after_response(&request, response.status(), response.headers(), now) {
+                AfterResponse::Follow(next) => request = next,
+                AfterResponse::Reply(reply) => {
+                    let (head, body) = reply.into_parts();
+                    return Ok(AsyncResponse {
+                        head,
+                        body: Box::new(body),
+                    });
+                }
+                AfterResponse::Deliver => {
                     let (head, body) = http::Response::from(response).into_parts();
                     return Ok(AsyncResponse {
                         head,

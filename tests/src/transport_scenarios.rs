@@ -284,6 +284,35 @@ pub async fn a_same_origin_307_resends_the_post_with_its_key_and_body<T: Transpo
     assert_eq!(resent.body, POST_BODY);
 }
 
+/// The checkpoint-archive endpoint's 302 is its answer: the transport reads the signed URL
+/// instead of downloading the archive as if it were the JSON reply.
+pub async fn the_archive_endpoints_302_is_read_as_its_signed_url_not_followed<
+    T: TransportUnderTest,
+>() {
+    let server = ScriptedHttpServer::start([Reply::new(302)
+        .header("location", "https://store.example/a.tar?sig=abc")
+        .header("expires", "Thu, 01 Jan 2026 00:15:00 GMT")]);
+    let transport = T::transport();
+    let archive = "/api/v1/training_runs/run-1/checkpoints/weights/final/archive";
+
+    let mut response = transport
+        .send(get(&server.url(archive)), Timeouts::default())
+        .await
+        .unwrap();
+
+    assert_eq!(response.head.status, 200);
+    assert_eq!(response.head.headers["content-type"], "application/json");
+    let reply: serde_json::Value =
+        serde_json::from_slice(&read_body(&mut response).await.unwrap()).unwrap();
+    assert_eq!(reply["url"], "https://store.example/a.tar?sig=abc");
+    assert_eq!(reply["expires"], "2026-01-01T00:15:00Z");
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "the signed URL was not followed"
+    );
+}
+
 pub async fn more_than_ten_redirects_is_a_protocol_error<T: TransportUnderTest>() {
     let server =
         ScriptedHttpServer::start((0..12).map(|_| Reply::new(307).header("location", "/loop")));
@@ -348,6 +377,7 @@ macro_rules! transport_suite {
             sequential_requests_reuse_one_connection,
             a_cross_origin_redirect_leaves_the_api_key_behind,
             a_same_origin_307_resends_the_post_with_its_key_and_body,
+            the_archive_endpoints_302_is_read_as_its_signed_url_not_followed,
             more_than_ten_redirects_is_a_protocol_error,
             the_runtime_sleeps_until_a_deadline_and_spawns_tasks,
         );

@@ -148,6 +148,21 @@ impl ClientOptions {
         self
     }
 
+    /// Seeds the PRNG with `entropy` unless a seed was set: how the runtime crates give every
+    /// client a fresh seed (the core draws no randomness itself) while a test's fixed seed wins.
+    ///
+    /// ```
+    /// use tinker_core::client::ClientOptions;
+    ///
+    /// assert_eq!(ClientOptions::default().with_seed_if_unset(7).seed, Some(7));
+    /// let fixed = ClientOptions::default().with_seed(1).with_seed_if_unset(7);
+    /// assert_eq!(fixed.seed, Some(1), "the caller's seed is kept");
+    /// ```
+    pub fn with_seed_if_unset(mut self, entropy: u64) -> ClientOptions {
+        self.seed.get_or_insert(entropy);
+        self
+    }
+
     /// Sets how long `close` may spend flushing telemetry.
     pub fn with_close_flush_timeout(mut self, timeout: Duration) -> ClientOptions {
         self.close_flush_timeout = timeout;

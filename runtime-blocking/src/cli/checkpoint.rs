@@ -7,10 +7,12 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use tinker_core::path::TinkerPath;
 use tinker_core::types::{Checkpoint, CheckpointType, Timestamp};
+use tinker_core::ErrorKind;
 
 use super::output::{format_bool, format_size, format_time, Output, Table};
 use super::{check_path, count_title, fetch_pages, CliError, CliResult, Context, Exit};
 use crate::download::{download_checkpoint, DownloadError, DownloadOptions};
+use crate::hf::{push_to_hub, HfPushOptions};
 
 /// Page size of the all-runs listing (the official CLI's: that query is slow server-side).
 const PAGE_SIZE: u32 = 1000;
@@ -86,12 +88,13 @@ pub(crate) enum CheckpointCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Upload a checkpoint to the Hugging Face Hub (not available in this build yet).
+    /// Upload a checkpoint to the Hugging Face Hub as a PEFT adapter (token: $HF_TOKEN; Hub:
+    /// $HF_ENDPOINT, else huggingface.co).
     #[command(name = "push-hf")]
     PushHf(PushHfArgs),
 }
 
-/// Options of `checkpoint push-hf` (the official CLI's), kept so scripts parse the same.
+/// Options of `checkpoint push-hf` (the official CLI's, so scripts parse the same).
 #[derive(Debug, clap::Args)]
 pub(crate) struct PushHfArgs {
     /// tinker://<run-id>/weights/<name>
@@ -462,13 +465,7 @@ fn download(ctx: &Context, path: &str, output: Option<PathBuf>, force: bool) -> 
         force,
         ..DownloadOptions::default()
     };
-    let report = download_checkpoint(&rest, path, &output_dir, &options).map_err(|e| match e {
-        DownloadError::Api(api) => CliError::from(api),
-        DownloadError::InvalidPath { .. } => CliError::usage(e.to_string()),
-        DownloadError::DestinationExists(_) => CliError::new(Exit::Failed, e.to_string())
-            .with_hint("Pass --force to replace it, or choose another --output folder."),
-        other => CliError::new(Exit::Failed, format!("Download failed: {other}")),
-    })?;
+    let report = download_checkpoint(&rest, path, &output_dir, &options).map_err(download_error)?;
     let destination = report.destination.display().to_string();
     let mut t = Table::properties(format!("Checkpoint Download: {path}"));
     t.prop("Checkpoint Path", path);
@@ -494,12 +491,109 @@ fn download(ctx: &Context, path: &str, output: Option<PathBuf>, force: bool) -> 
     ))
 }
 
-/// Placeholder for the Hugging Face upload: the arguments parse, the upload is not built yet.
-fn push_hf(_ctx: &Context, args: &PushHfArgs) -> CliResult {
-    check_path(&args.checkpoint_path)?;
-    Err(CliError::new(
-        Exit::Failed,
-        "`checkpoint push-hf` is not available in this build",
-    )
-    .with_hint("Download the checkpoint with `tinker checkpoint download` and upload the folder with the Hugging Face tools."))
+/// Download failures in the CLI's terms (shared by `download` and `push-hf`).
+fn download_error(e: DownloadError) -> CliError {
+    match e {
+        DownloadError::Api(api) => CliError::from(api),
+        DownloadError::InvalidPath { .. } => CliError::usage(e.to_string()),
+        DownloadError::DestinationExists(_) => CliError::new(Exit::Failed, e.to_string())
+            .with_hint("Pass --force to replace it, or choose another --output folder."),
+        other => CliError::new(Exit::Failed, format!("Download failed: {other}")),
+    }
+}
+
+/// Hub failures in the CLI's terms: the generic mapping speaks of the Tinker API key, which would
+/// mislead here, so credential problems point at the Hugging Face token instead.
+fn hub_error(e: tinker_core::Error) -> CliError {
+    let detail = format!("Details: {e}");
+    let (exit, hint) = match e.kind() {
+        ErrorKind::Authentication | ErrorKind::PermissionDenied | ErrorKind::Config => (
+            Exit::Credentials,
+            format!("Check your Hugging Face token (HF_TOKEN, or `hf auth login`).\n{detail}"),
+        ),
+        ErrorKind::InvalidInput => (Exit::Usage, detail),
+        ErrorKind::Transport | ErrorKind::Timeout => (
+            Exit::Unreachable,
+            format!("Could not reach the Hugging Face Hub (HF_ENDPOINT).\n{detail}"),
+        ),
+        _ => (Exit::Failed, detail),
+    };
+    CliError::new(exit, "Hugging Face upload failed").with_hint(hint)
+}
+
+/// A fresh, empty scratch folder removed when dropped (also on an early error return).
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> CliResult<ScratchDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("tinker-push-hf-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            CliError::new(
+                Exit::Failed,
+                format!("creating the scratch folder {}: {e}", dir.display()),
+            )
+        })?;
+        Ok(ScratchDir(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover folder in the temp dir is not worth failing the upload over.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Downloads the checkpoint into a scratch folder, asks Tinker what it is (`weights_info`, for
+/// the model card and the adapter config), and uploads it with [`crate::hf::push_to_hub`].
+fn push_hf(ctx: &Context, args: &PushHfArgs) -> CliResult {
+    let path = args.checkpoint_path.as_str();
+    check_path(path)?;
+    let rest = ctx.rest()?;
+    let weights_info = rest.get_weights_info(path)?;
+    let scratch = ScratchDir::new()?;
+    let download = download_checkpoint(&rest, path, &scratch.0, &DownloadOptions::default())
+        .map_err(download_error)?;
+
+    let mut options = HfPushOptions::new(path).with_weights_info(weights_info);
+    options.repo_id = args.repo.clone();
+    options.revision = args.revision.clone();
+    options.public = args.public;
+    options.commit_message = args.commit_message.clone();
+    options.create_pr = args.create_pr;
+    options.allow_patterns = args.allow_pattern.clone();
+    options.ignore_patterns = args.ignore_pattern.clone();
+    options.add_model_card = !args.no_model_card;
+    let report = push_to_hub(&download.destination, &options).map_err(hub_error)?;
+    drop(scratch);
+
+    let mut t = Table::properties(format!("Hugging Face Upload: {path}"));
+    t.prop("Checkpoint Path", path);
+    t.prop("Repository", &report.repo_id);
+    t.prop("Revision", &report.revision);
+    t.prop("Public", format_bool(report.public));
+    t.prop("Files", report.files.join(", "));
+    if let Some(url) = &report.commit_url {
+        t.prop("Commit", url);
+    }
+    if let Some(url) = &report.pull_request_url {
+        t.prop("Pull Request", url);
+    }
+    Ok(Output::new(
+        json!({
+            "checkpoint_path": path,
+            "repo_id": report.repo_id,
+            "revision": report.revision,
+            "public": report.public,
+            "files": report.files,
+            "lfs_files": report.lfs_files,
+            "commit_url": report.commit_url,
+            "pull_request_url": report.pull_request_url,
+        }),
+        t,
+    ))
 }

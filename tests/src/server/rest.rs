@@ -278,7 +278,9 @@ async fn checkpoint_action(
     }
 }
 
-/// The files of a checkpoint export: the adapter config and the toy model's snapshot.
+/// The files of a checkpoint export: the adapter config, the toy model's snapshot, and that
+/// snapshot again as a one-tensor safetensors file, so the export has the layout of a PEFT
+/// adapter (what the Hugging Face upload checks for).
 fn checkpoint_files(
     st: &AppState,
     record: &CheckpointRecord,
@@ -300,8 +302,23 @@ fn checkpoint_files(
             "adapter_config.json".to_owned(),
             Arc::new(serde_json::to_vec_pretty(&config).unwrap_or_default()),
         ),
+        (
+            "adapter_model.safetensors".to_owned(),
+            Arc::new(safetensors_of(&record.snapshot)),
+        ),
         ("toy_model.snapshot".to_owned(), record.snapshot.clone()),
     ]))
+}
+
+/// `bytes` as a safetensors file holding one `U8` tensor named `snapshot`.
+fn safetensors_of(bytes: &[u8]) -> Vec<u8> {
+    let header = json!({"snapshot": {
+        "dtype": "U8", "shape": [bytes.len()], "data_offsets": [0, bytes.len()]}})
+    .to_string();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(bytes);
+    out
 }
 
 /// The 0.25 archive URL: 503 while "building", then 302 (or 200 JSON) to a tar download.
