@@ -24,8 +24,8 @@
 mod forward_backward;
 mod forward_backward_custom;
 mod sample;
-mod save;
 mod sample_stream;
+mod save;
 
 #[cfg(test)]
 mod tests;
@@ -33,12 +33,12 @@ mod tests;
 pub use forward_backward::{ForwardBackwardArgs, ForwardBackwardOp};
 pub use forward_backward_custom::{ForwardBackwardCustomOp, SharedCustomLoss};
 pub use sample::SampleOp;
-pub use save::{
-    find_checkpoint, on_save_conflict, ConflictAction, IdempotentSave, SavedCheckpoint,
-};
 pub use sample_stream::{
     SampleStreamChunk, SampleStreamChunkKind, SampleStreamDecoder, SampleStreamStart, EVENT_STREAM,
     STREAM_SAMPLE_PATH,
+};
+pub use save::{
+    find_checkpoint, on_save_conflict, ConflictAction, IdempotentSave, SavedCheckpoint,
 };
 
 use std::time::Instant;
