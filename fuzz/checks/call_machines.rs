@@ -115,6 +115,7 @@ pub fn check(data: &[u8]) {
                 max_pending_polls: u32::from(input.b() % 8),
                 metadata_threshold: usize::from(input.b()) * 8,
             },
+            retrieve_futures: input.b() % 2 == 1,
         };
         let report = Sim::run(config, start);
         assert!(
