@@ -114,14 +114,14 @@ pub fn batch(kind: Kind, batch: usize, l: usize) -> Vec<Datum> {
 
 /// What the training client does between `forward_backward(data)` and the first POST
 /// (core/src/ops/forward_backward.rs): validate every datum, plan the chunks with the default
-/// limits (1024 datums, 5,000,000 estimated bytes), encode each chunk into a reused buffer and
-/// keep one body per chunk (zstd level 3 when the server asks for compressed bodies).
+/// limits (1024 datums, 5,000,000 estimated bytes), encode each chunk into its own body (zstd
+/// level 3, from one scratch buffer, when the server asks for compressed bodies).
 pub fn encode_call(data: &[Datum], kind: Kind, zstd: bool) -> Vec<Bytes> {
     for (i, datum) in data.iter().enumerate() {
         datum.validate(i).expect("the workload is valid");
     }
     let chunks = plan_chunks(data, ChunkLimits::default()).expect("chunks");
-    let mut body = Vec::new();
+    let mut scratch = Vec::new();
     chunks
         .iter()
         .enumerate()
@@ -132,12 +132,14 @@ pub fn encode_call(data: &[Datum], kind: Kind, zstd: bool) -> Vec<Bytes> {
                 &data[chunk.range.clone()],
                 kind.loss(),
             );
-            body.clear();
-            encode_forward_backward(&request, &mut body).expect("encode");
             if zstd {
-                Bytes::from(compress_body(&body, ZSTD_LEVEL).expect("zstd"))
+                scratch.clear();
+                encode_forward_backward(&request, &mut scratch).expect("encode");
+                Bytes::from(compress_body(&scratch, ZSTD_LEVEL).expect("zstd"))
             } else {
-                Bytes::copy_from_slice(&body)
+                let mut body = Vec::new();
+                encode_forward_backward(&request, &mut body).expect("encode");
+                Bytes::from(body)
             }
         })
         .collect()

@@ -173,7 +173,8 @@ fn build_chunks(
     }
     let compress = ledger.client_config().proto_compress_fwdbwd;
     let mut out = Vec::with_capacity(chunks.len());
-    let mut body = Vec::new();
+    // Only zstd needs an intermediate plain body; one scratch buffer serves every chunk.
+    let mut scratch = Vec::new();
     for (i, chunk) in chunks.iter().enumerate() {
         let data = args.data.get(chunk.range.clone()).ok_or_else(|| {
             Error::invalid("forward_backward", "a chunk range lies outside the batch")
@@ -188,12 +189,16 @@ fn build_chunks(
             loss_fn_config: args.loss_fn_config.as_ref(),
             forward_only: args.forward_only,
         };
-        body.clear();
-        encode_forward_backward(&request, &mut body)?;
         let bytes = if compress {
-            Bytes::from(compress_body(&body, ZSTD_LEVEL)?)
+            scratch.clear();
+            encode_forward_backward(&request, &mut scratch)?;
+            Bytes::from(compress_body(&scratch, ZSTD_LEVEL)?)
         } else {
-            Bytes::copy_from_slice(&body)
+            // Encoded straight into the body that is sent (the encoder reserves the exact size),
+            // so the multi-MB chunk is not copied once more.
+            let mut body = Vec::new();
+            encode_forward_backward(&request, &mut body)?;
+            Bytes::from(body)
         };
         let gates = Gates {
             turn: Some(TurnSlot {
