@@ -44,6 +44,16 @@ pub(crate) enum Outcome {
     },
 }
 
+/// A job whose model work could not run at all (e.g. the model was gone): a server-side failure.
+impl From<ApiError> for Outcome {
+    fn from(e: ApiError) -> Outcome {
+        Outcome::Failed {
+            error: e.detail.to_string(),
+            category: "server".into(),
+        }
+    }
+}
+
 impl From<ModelError> for Outcome {
     fn from(e: ModelError) -> Outcome {
         Outcome::Failed {

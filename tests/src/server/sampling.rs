@@ -323,10 +323,7 @@ pub(crate) async fn asample(
                 Outcome::Sample(Box::new(out))
             }
             Ok(Err(e)) => e.into(),
-            Err(e) => Outcome::Failed {
-                error: e.detail.to_string(),
-                category: "server".into(),
-            },
+            Err(e) => e.into(),
         };
         st2.complete(&slot, outcome);
     });

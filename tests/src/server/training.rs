@@ -399,10 +399,7 @@ pub(crate) async fn create_model(
                 Outcome::Json(json!({"model_id": model_id, "type": "create_model"}))
             }
             Ok(Err(e)) => e.into(),
-            Err(e) => Outcome::Failed {
-                error: e.detail.to_string(),
-                category: "server".into(),
-            },
+            Err(e) => e.into(),
         };
         st2.complete(&slot, outcome);
     });
@@ -907,10 +904,7 @@ pub(crate) async fn load_weights(
                 )
             }
             Ok(Err(e)) => e.into(),
-            Err(e) => Outcome::Failed {
-                error: e.detail.to_string(),
-                category: "server".into(),
-            },
+            Err(e) => e.into(),
         };
         st2.complete(&slot, outcome);
     });
