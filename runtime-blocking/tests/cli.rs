@@ -745,3 +745,25 @@ fn help_lists_every_command_family_and_the_exit_codes() {
         assert!(sub.stdout.contains(word), "{word}: {}", sub.stdout);
     }
 }
+
+#[test]
+fn an_unreachable_server_exits_4_within_the_timeout_and_names_the_url_to_check() {
+    let dead = format!("http://{}", tinker_testkit::scripted_http::refused_addr());
+    let started = std::time::Instant::now();
+
+    let run = Run::of(
+        tinker(&["--timeout", "2", "run", "list"])
+            .env("TINKER_API_KEY", "tml-any-key")
+            .env("TINKER_BASE_URL", &dead)
+            .output()
+            .unwrap(),
+    );
+
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("TINKER_BASE_URL"), "{}", run.stderr);
+    // Not a speed check: without the bound the start-up retries for about five minutes.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "--timeout bounds the start-up requests"
+    );
+}

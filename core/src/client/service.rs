@@ -125,16 +125,16 @@ impl Shared {
         }
         let version = self.settings.sdk_version.clone();
         let exec = &self.exec;
+        // Each start-up request is bounded like any other call: with a default deadline an
+        // unreachable server fails within it instead of after the retry policy's minutes.
+        let startup_site = || CallSite::new("ServiceClient.startup", self.options.default_deadline);
         let config: ClientConfig = exec
-            .direct(
-                GetClientConfig::new(version.clone()),
-                CallSite::new("ServiceClient.startup", None),
-            )
+            .direct(GetClientConfig::new(version.clone()), startup_site())
             .await?;
         if config.pjwt_auth_enabled {
             // From now on the ledger keeps the token fresh: the housekeeper refreshes it at
             // half-life, and a request whose token is rejected exchanges and replays once.
-            let site = CallSite::new("ServiceClient.startup", None);
+            let site = startup_site();
             let op = exec.start(&site, |ledger, opts| {
                 ledger.enable_jwt();
                 crate::ops::exchange_token(ledger, opts)
@@ -153,10 +153,7 @@ impl Shared {
             }
         }
         let dynamic = match exec
-            .direct(
-                GetDynamicConfig::new(version),
-                CallSite::new("ServiceClient.startup", None),
-            )
+            .direct(GetDynamicConfig::new(version), startup_site())
             .await
         {
             Ok(d) => d,

@@ -53,9 +53,9 @@ pub(crate) struct Cli {
     /// API base URL (default: $TINKER_BASE_URL, else the production service).
     #[arg(long, global = true, value_name = "URL")]
     base_url: Option<String>,
-    /// Give up on each API call after this many seconds (default: no bound beyond the SDK's retry
-    /// policies). The one-time configuration fetch at start-up keeps the SDK's retry policy,
-    /// which tries an unreachable server for about five minutes before exit code 4.
+    /// Give up on each API call after this many seconds, start-up configuration requests
+    /// included (exit code 4). Default: no bound beyond the SDK's retry policies, which try an
+    /// unreachable server for about five minutes.
     #[arg(long, global = true, value_name = "SECONDS")]
     timeout: Option<f64>,
     /// More logging on stderr: -v info, -vv debug, -vvv trace (default: $TINKER_LOG, else warn).
@@ -177,7 +177,7 @@ impl From<Error> for CliError {
             ErrorKind::Timeout => (
                 Exit::Unreachable,
                 "Request timeout",
-                Some("The request to the Tinker API timed out. Please try again."),
+                Some("The Tinker API did not answer in time. Check your network and TINKER_BASE_URL (or --base-url), or raise --timeout."),
             ),
             _ => match e.status() {
                 Some(status) => {
