@@ -338,6 +338,52 @@ pub fn download_url(
     }
 }
 
+/// Streams `url` into `out` with constant memory and returns the bytes copied: one plain GET
+/// without credentials (for signed URLs) and no resume, since a writer such as standard output
+/// cannot be rewound. Prefer [`download_url`] when the target is a file.
+///
+/// # Errors
+///
+/// [`DownloadError::Http`] for a status other than 200, [`DownloadError::Transport`] when the
+/// connection fails, [`DownloadError::Io`] when writing fails.
+pub fn copy_url_to(
+    url: &str,
+    out: &mut dyn Write,
+    timeouts: Timeouts,
+) -> Result<u64, DownloadError> {
+    let transport = UreqTransport::new();
+    let failed = |message: String| DownloadError::Transport {
+        resumes: 0,
+        message,
+    };
+    let body = match fetch_from(&transport, url, 0, timeouts) {
+        Ok(Fetch::Whole { body, .. }) => body,
+        Ok(Fetch::Rest { .. } | Fetch::AlreadyComplete) => {
+            return Err(failed("the server answered a range to a plain GET".into()))
+        }
+        Err(Failure::Fatal(e)) => return Err(e),
+        Err(Failure::Retry(message)) => return Err(failed(message)),
+    };
+    let mut body = body;
+    let mut buf = vec![0u8; CHUNK];
+    let mut copied: u64 = 0;
+    loop {
+        match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.write_all(&buf[..n])
+                    .map_err(DownloadError::io("writing the download"))?;
+                copied += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(failed(e.to_string())),
+        }
+    }
+    out.flush()
+        .map_err(DownloadError::io("writing the download"))?;
+    Ok(copied)
+}
+
 enum Fetch {
     /// A 200: the whole file (the server ignored or was not sent a range).
     Whole {

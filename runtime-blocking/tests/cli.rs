@@ -767,3 +767,139 @@ fn an_unreachable_server_exits_4_within_the_timeout_and_names_the_url_to_check()
         "--timeout bounds the start-up requests"
     );
 }
+
+#[test]
+fn export_trace_polls_until_the_export_is_ready_then_writes_it() {
+    let acct = Account::new(LocalServerConfig::default());
+    let id = acct.session_id.as_str();
+    let endpoint = format!("sessions/{id}/trace_export");
+    let pending = Fault::Status {
+        status: 200,
+        body: Some(serde_json::json!({"status": "pending"})),
+        headers: Default::default(),
+    };
+    // The export is "being built" for two checks, then ready.
+    acct.server
+        .add_faults(vec![FaultRule::times(&endpoint, 2, pending)]);
+    let dir = TempDir::new("trace");
+    let file = dir.0.join("trace.jsonl");
+
+    let report = acct.json(&[
+        "session",
+        "export-trace",
+        id,
+        "--output",
+        file.to_str().unwrap(),
+        "--poll-interval",
+        "0.05",
+    ]);
+
+    let checks = acct
+        .server
+        .recording()
+        .iter()
+        .filter(|e| e.path.ends_with("/trace_export"))
+        .count();
+    assert_eq!(checks, 3, "two pending answers, then ready");
+    let trace = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<Value> = trace
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["path"].as_str().unwrap_or("").contains("create_model")),
+        "the session's requests are in the trace"
+    );
+    assert_eq!(report["size_bytes"], trace.len() as u64);
+
+    // Without --output the trace itself is the standard output.
+    let run = acct.run(&["session", "export-trace", id]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.lines().count() >= lines.len(), "{}", run.stdout);
+    assert!(run.stdout.contains("create_model"));
+
+    // A failed export exits 1 with the server's reason.
+    let failed = Fault::Status {
+        status: 200,
+        body: Some(serde_json::json!({"status": "failed", "error": "trace store unavailable"})),
+        headers: Default::default(),
+    };
+    acct.server
+        .add_faults(vec![FaultRule::once(&endpoint, failed)]);
+    let run = acct.run(&["session", "export-trace", id]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("trace store unavailable"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn billing_reports_checkpoint_storage_and_usage_as_csv() {
+    let acct = Account::new(LocalServerConfig::default());
+
+    let storage = acct.json(&["billing", "checkpoint-storage"]);
+    let row = &storage["data"][0];
+    assert_eq!(
+        row["checkpoint_count"], 3,
+        "two states and one sampler save"
+    );
+    assert!(row["size_bytes"].as_u64().unwrap() > 0, "{storage}");
+    let table = acct.table(&["billing", "checkpoint-storage", "--project-id", "p-1"]);
+    assert!(
+        table.contains("Checkpoints") && table.contains("Est. Monthly Cost"),
+        "{table}"
+    );
+    let asked = acct.server.recording();
+    assert!(
+        asked
+            .iter()
+            .any(|e| e.path.ends_with("billing/usage/checkpoints/current")
+                && e.query == "project_id=p-1"),
+        "--project-id is sent as the query"
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let start = now - now % 3600 - 3600;
+    let ts = |s: i64| {
+        tinker_blocking::types::Timestamp::from_unix_seconds(s)
+            .as_str()
+            .to_owned()
+    };
+    let (from, to) = (ts(start), ts(start + 3 * 3600));
+    let rows = acct.json(&["billing", "usage", &from, &to])["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    let csv = acct.table(&["billing", "usage", &from, &to, "--csv"]);
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    assert_eq!(
+        &header[..4],
+        ["bucket_start", "bucket_end", "event_type", "base_model"]
+    );
+    assert_eq!(lines.len(), rows + 1, "a header and one line per usage row");
+    let session_col = header.iter().position(|h| *h == "session_id").unwrap();
+    assert!(lines[1..]
+        .iter()
+        .all(|l| l.split(',').nth(session_col) == Some(acct.session_id.as_str())));
+
+    let dir = TempDir::new("csv");
+    let file = dir.0.join("usage.csv");
+    let report = acct.json(&[
+        "billing",
+        "usage",
+        &from,
+        &to,
+        "--csv",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(report["rows"], rows);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), csv);
+}

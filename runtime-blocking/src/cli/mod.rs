@@ -254,6 +254,17 @@ pub(crate) fn no_credentials() -> CliError {
     )
 }
 
+/// A duration option given in seconds: finite and above zero, else a usage error naming `flag`.
+pub(crate) fn positive_seconds(flag: &str, seconds: f64) -> CliResult<std::time::Duration> {
+    if seconds.is_finite() && seconds > 0.0 {
+        Ok(std::time::Duration::from_secs_f64(seconds))
+    } else {
+        Err(CliError::usage(format!(
+            "{flag} must be a positive number of seconds, not {seconds}"
+        )))
+    }
+}
+
 /// Checks a `tinker://` checkpoint path before anything is sent.
 pub(crate) fn check_path(path: &str) -> CliResult<()> {
     crate::download::checkpoint_dir_name(path)
@@ -278,14 +289,13 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
-    let timeout = match cli.timeout {
-        None => None,
-        Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
-        Some(s) => {
-            return report(&CliError::usage(format!(
-                "--timeout must be a positive number of seconds, not {s}"
-            )))
-        }
+    let timeout = match cli
+        .timeout
+        .map(|s| positive_seconds("--timeout", s))
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => return report(&e),
     };
     let ctx = Context {
         api_key: cli.api_key,
