@@ -903,3 +903,130 @@ fn billing_reports_checkpoint_storage_and_usage_as_csv() {
     assert_eq!(report["rows"], rows);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), csv);
 }
+
+/// Mode bits of a file or folder.
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn login_stores_the_key_as_the_default_credential_and_logout_forgets_it() {
+    let acct = Account::new(LocalServerConfig {
+        api_keys: vec!["tml-the-right-key".into(), "tml-generated-key".into()],
+        ..LocalServerConfig::default()
+    });
+    let home = TempDir::new("home");
+    // The binary with a temp HOME and no key in the environment.
+    let cli = |args: &[&str]| {
+        let mut cmd = tinker(args);
+        cmd.env("HOME", &home.0)
+            .env("TINKER_BASE_URL", acct.server.url());
+        cmd
+    };
+    let run = |args: &[&str]| Run::of(cli(args).output().unwrap());
+    let file = home.0.join(".tinker/credentials.json");
+
+    // A rejected key is refused and nothing is stored.
+    let wrong = run(&["auth", "login", "--key", "tml-wrong"]);
+    assert_eq!(wrong.code, 3, "{wrong:?}");
+    assert!(
+        wrong.stderr.contains("Invalid API key"),
+        "the server's detail: {}",
+        wrong.stderr
+    );
+    assert!(!file.exists());
+
+    // The key piped on stdin (not a terminal) is checked, then stored 0600 in a 0700 folder.
+    let mut child = cli(&["--format", "json", "auth", "login"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"tml-the-right-key\n").unwrap();
+    let login = Run::of(child.wait_with_output().unwrap());
+    assert_eq!(login.code, 0, "{login:?}");
+    let report: Value = serde_json::from_str(&login.stdout).unwrap();
+    assert_eq!(
+        report["email"], "dev@localhost",
+        "what the server said about the key"
+    );
+    assert_eq!(mode_of(&file), 0o600);
+    assert_eq!(mode_of(file.parent().unwrap()), 0o700);
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(stored["version"], 1);
+    let id = stored["default"].as_str().expect("a default key id");
+    assert_eq!(stored["keys"][id]["type"], "manual");
+    assert_eq!(stored["keys"][id]["key"], "tml-the-right-key");
+    assert!(stored["keys"][id]["details"]["user_details"]["email"].is_string());
+    assert!(acct
+        .server
+        .recording()
+        .iter()
+        .any(|e| e.endpoint() == "auth/apikey/me"
+            && e.header("x-api-key") == Some("tml-the-right-key")));
+
+    // Without any key in the environment the stored key is used …
+    let listed = run(&["run", "list"]);
+    assert_eq!(listed.code, 0, "the stored key is a credential: {listed:?}");
+    // … but TINKER_API_KEY wins over it, and --api-key over both.
+    let env_wins = Run::of(
+        cli(&["run", "list"])
+            .env("TINKER_API_KEY", "tml-wrong")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(env_wins.code, 3, "{env_wins:?}");
+    let flag_wins = Run::of(
+        cli(&["--api-key", "tml-the-right-key", "run", "list"])
+            .env("TINKER_API_KEY", "tml-wrong")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(flag_wins.code, 0, "{flag_wins:?}");
+
+    // Logging out forgets a manual key without revoking it.
+    let out = run(&["--format", "json", "auth", "logout"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["revoked"],
+        false
+    );
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(stored["default"].is_null() && stored["keys"].as_object().unwrap().is_empty());
+    let no_key = run(&["run", "list"]);
+    assert_eq!(no_key.code, 3, "{no_key:?}");
+    assert!(
+        no_key.stderr.contains("tinker auth login"),
+        "{}",
+        no_key.stderr
+    );
+    assert!(!acct.server.recording().iter().any(|e| e.method == "DELETE"));
+    assert_eq!(
+        run(&["auth", "logout"]).code,
+        0,
+        "logging out twice is fine"
+    );
+
+    // A key the CLI generated (older login flow) is revoked on the server as well.
+    std::fs::write(
+        &file,
+        r#"{"version": 1, "default": "9", "keys": {"9": {"type": "generated", "key": "tml-generated-key", "name": "cli"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(run(&["run", "list"]).code, 0);
+    let out = run(&["--format", "json", "auth", "logout"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["revoked"],
+        true
+    );
+    let revoked = Run::of(
+        cli(&["run", "list"])
+            .env("TINKER_API_KEY", "tml-generated-key")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(revoked.code, 3, "the server revoked the key: {revoked:?}");
+}

@@ -4,7 +4,8 @@
 //!
 //! Settings come from, in order of precedence: command-line flags (`--api-key`, `--base-url`),
 //! then the environment (`TINKER_API_KEY`, `TINKER_BASE_URL`, … read by
-//! [`tinker_core::settings::Settings::from_env`]), then the defaults.
+//! [`tinker_core::settings::Settings::from_env`]), then, for the key only, the default stored by
+//! `tinker auth login` in `~/.tinker/credentials.json`, then the defaults.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -26,8 +27,9 @@ mod session;
 use output::Output;
 
 const AFTER_HELP: &str = "\
-Environment (flags win over the environment, the environment over defaults):
-  TINKER_API_KEY         API key (or --api-key)
+Environment (flags win over the environment, the environment over stored credentials):
+  TINKER_API_KEY         API key (or --api-key; else the key stored by `tinker auth login`
+                         in ~/.tinker/credentials.json)
   TINKER_BASE_URL        API base URL (or --base-url)
   TINKER_CREDENTIAL_CMD  command printing a credential, run on every token fetch
   TINKER_LOG             log filter, e.g. `debug` or `tinker_core=trace` (-v / -vv win over it)
@@ -88,7 +90,7 @@ enum Command {
     /// List available models.
     #[command(subcommand)]
     Model(model::ModelCommand),
-    /// Check credentials and identity.
+    /// Log in and out, check credentials and identity.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
     /// Billing usage.
@@ -206,8 +208,25 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// Settings with the documented precedence: flags, then the environment, then defaults.
+    /// Settings with the documented precedence: flags, then the environment, then the key
+    /// stored by `tinker auth login`, then defaults.
     pub fn settings(&self) -> CliResult<Settings> {
+        let settings = self.base_settings()?;
+        if Context::has_credentials(&settings) {
+            return Ok(settings);
+        }
+        let stored = crate::credentials::read_credentials_text()
+            .and_then(|text| settings.with_stored_credentials(text.as_deref()))
+            .map_err(|e| {
+                CliError::new(Exit::Credentials, e.to_string()).with_hint(
+                    "Fix or delete ~/.tinker/credentials.json, or run `tinker auth login` again.",
+                )
+            })?;
+        Ok(stored)
+    }
+
+    /// Flags over the environment over defaults, without the stored credentials.
+    pub fn base_settings(&self) -> CliResult<Settings> {
         let mut settings = Settings::from_env().map_err(|e| {
             CliError::new(Exit::Credentials, e.to_string())
                 .with_hint("Fix or unset the environment variable named above.")
@@ -250,7 +269,7 @@ impl Context {
 
 pub(crate) fn no_credentials() -> CliError {
     CliError::new(Exit::Credentials, "No Tinker API key is configured").with_hint(
-        "Set the TINKER_API_KEY environment variable (or TINKER_CREDENTIAL_CMD), or pass --api-key.",
+        "Run `tinker auth login`, set the TINKER_API_KEY environment variable (or TINKER_CREDENTIAL_CMD), or pass --api-key.",
     )
 }
 
