@@ -458,6 +458,8 @@ fn a_200_mb_download_keeps_memory_flat_and_resumes_after_a_reset() {
         "checkpoint",
         "download",
         path,
+        "--route",
+        "archive",
         "--output",
         out.0.to_str().unwrap(),
     ]);
@@ -465,6 +467,7 @@ fn a_200_mb_download_keeps_memory_flat_and_resumes_after_a_reset() {
 
     assert_eq!(run.code, 0, "download failed: {}", run.stderr);
     let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["route"], "archive");
     assert_eq!(report["resumes"], 1, "the injected reset was resumed once");
     assert!(report["file_size_bytes"].as_u64().unwrap() > BIG);
     let dest = PathBuf::from(report["destination"].as_str().unwrap());
@@ -492,6 +495,8 @@ fn a_200_mb_download_keeps_memory_flat_and_resumes_after_a_reset() {
         "checkpoint",
         "download",
         path,
+        "--route",
+        "archive",
         "-o",
         out.0.to_str().unwrap(),
     ]);
@@ -1029,4 +1034,197 @@ fn login_stores_the_key_as_the_default_credential_and_logout_forgets_it() {
             .unwrap(),
     );
     assert_eq!(revoked.code, 3, "the server revoked the key: {revoked:?}");
+}
+
+/// The endpoints of the recorded API requests, without the polling and housekeeping ones.
+fn api_calls(acct: &Account) -> Vec<String> {
+    acct.server
+        .recording()
+        .iter()
+        .filter(|e| e.path.starts_with("/api/v1/"))
+        .map(|e| format!("{} {}", e.method, e.endpoint()))
+        .filter(|c| {
+            ![
+                "retrieve_future",
+                "telemetry",
+                "session_heartbeat",
+                "client/",
+                "auth/token",
+            ]
+            .iter()
+            .any(|skip| c.contains(skip))
+        })
+        .collect()
+}
+
+#[test]
+fn a_training_checkpoint_downloads_through_a_temporary_export_that_is_cleaned_up() {
+    let acct = Account::new(LocalServerConfig::default());
+    let out = TempDir::new("export-download");
+    let path = acct.weights[0].as_str();
+    acct.server.clear_recording();
+
+    let report = acct.json(&[
+        "checkpoint",
+        "download",
+        path,
+        "-o",
+        out.0.to_str().unwrap(),
+    ]);
+
+    assert_eq!(report["route"], "export");
+    let dest = out.0.join(path["tinker://".len()..].replace('/', "_"));
+    assert_eq!(report["destination"], dest.to_str().unwrap());
+    assert_eq!(
+        report["files"],
+        serde_json::json!([
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "toy_model.snapshot"
+        ])
+    );
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(dest.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["base_model_name_or_path"], MODEL);
+    assert_eq!(
+        std::fs::read_dir(&out.0).unwrap().count(),
+        1,
+        "no scratch folder is left"
+    );
+    // The 0.38 sequence: a session, the state loaded into a marked run, exported for an hour,
+    // the URLs and a TTL renewal, the export deleted and the session finished.
+    let calls = api_calls(&acct);
+    let position = |prefix: &str| {
+        calls
+            .iter()
+            .position(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing from {calls:#?}"))
+    };
+    let order = [
+        position("POST create_session"),
+        position("POST load_weights"),
+        position("POST get_info"),
+        position("POST save_weights_external"),
+        calls
+            .iter()
+            .position(|c| {
+                c.starts_with("GET training_runs") && c.ends_with("/external_weights_urls")
+            })
+            .unwrap(),
+        calls
+            .iter()
+            .position(|c| c.starts_with("PUT training_runs") && c.ends_with("/ttl"))
+            .unwrap(),
+        calls
+            .iter()
+            .position(|c| c.starts_with("DELETE training_runs"))
+            .unwrap(),
+        calls
+            .iter()
+            .position(|c| c.starts_with("POST sessions/") && c.ends_with("/finish"))
+            .unwrap(),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{calls:#?}");
+    let recording = acct.server.recording();
+    let body_of = |endpoint: &str| {
+        recording
+            .iter()
+            .find(|e| e.endpoint() == endpoint)
+            .and_then(|e| e.body.clone())
+            .unwrap()
+    };
+    assert_eq!(body_of("load_weights")["path"], path);
+    assert_eq!(
+        body_of("load_weights")["user_metadata"],
+        serde_json::json!({"created_by": "tinker checkpoint download"})
+    );
+    assert_eq!(body_of("save_weights_external")["ttl_seconds"], 3600);
+    let export = recording
+        .iter()
+        .find(|e| e.method == "DELETE")
+        .unwrap()
+        .endpoint()
+        .to_owned();
+    assert!(export.contains("/external_weights/"), "{export}");
+    let left = paths_of(&acct.json(&["checkpoint", "list", "--run-id", &acct.run_id]));
+    assert_eq!(
+        left.len(),
+        3,
+        "only the account's own checkpoints remain: {left:?}"
+    );
+
+    // A sampler checkpoint cannot be downloaded: a usage error before anything is exported.
+    acct.server.clear_recording();
+    let sampler = acct.run(&[
+        "checkpoint",
+        "download",
+        &acct.sampler,
+        "-o",
+        out.0.to_str().unwrap(),
+    ]);
+    assert_eq!(sampler.code, 2, "{sampler:?}");
+    assert!(
+        sampler
+            .stderr
+            .contains("sampler checkpoints cannot be downloaded"),
+        "{}",
+        sampler.stderr
+    );
+    assert!(!api_calls(&acct)
+        .iter()
+        .any(|c| c.contains("create_session")));
+}
+
+#[test]
+fn an_external_export_downloads_from_its_signed_urls_without_a_session() {
+    let acct = Account::new(LocalServerConfig::default());
+    let settings = Settings::default()
+        .with_api_key(acct.key.clone())
+        .unwrap()
+        .with_base_url(acct.server.url())
+        .with_telemetry(false);
+    let service = tinker_blocking::connect(settings).unwrap();
+    let training = service
+        .create_training_client_from_state(&acct.weights[1])
+        .unwrap();
+    let export = training
+        .save_weights_external("shared", None, None)
+        .unwrap()
+        .result()
+        .unwrap()
+        .path;
+    service.close(FinishReason::Success).unwrap();
+    let out = TempDir::new("external-download");
+    acct.server.clear_recording();
+
+    let report = acct.json(&[
+        "checkpoint",
+        "download",
+        &export,
+        "-o",
+        out.0.to_str().unwrap(),
+    ]);
+
+    let dest = PathBuf::from(report["destination"].as_str().unwrap());
+    assert!(dest.join("adapter_model.safetensors").is_file());
+    let total: u64 = [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "toy_model.snapshot",
+    ]
+    .iter()
+    .map(|f| std::fs::metadata(dest.join(f)).unwrap().len())
+    .sum();
+    assert_eq!(report["file_size_bytes"], total);
+    let calls = api_calls(&acct);
+    assert!(
+        calls.iter().all(|c| !c.contains("create_session")
+            && !c.starts_with("PUT")
+            && !c.starts_with("DELETE")),
+        "a user's export is only read, its expiry untouched: {calls:#?}"
+    );
+    assert!(
+        calls.iter().any(|c| c.ends_with("/external_weights_urls")),
+        "{calls:#?}"
+    );
 }
