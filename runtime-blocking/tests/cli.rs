@@ -1,7 +1,8 @@
 //! The `tinker` binary against the local server: every command in both output formats, the exit
-//! codes scripts rely on (not 4, "unreachable": the SDK retries a dead server for five minutes),
-//! a multi-delete with one failure, a 200 MB download with flat memory that survives a reset
-//! connection, archives that try to escape their folder, and `push-hf` to the Hub stand-in.
+//! codes scripts rely on (4, "unreachable", within --timeout), a multi-delete with one failure,
+//! a 200 MB archive download with flat memory that survives a reset connection, the 0.38 export
+//! download and its clean-up, archives that try to escape their folder, `push-hf` to the Hub
+//! stand-in, trace export polling, billing CSV, and the stored login under a temporary HOME.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -749,6 +750,22 @@ fn help_lists_every_command_family_and_the_exit_codes() {
     ] {
         assert!(sub.stdout.contains(word), "{word}: {}", sub.stdout);
     }
+    for (family, commands) in [
+        ("auth", &["login", "logout", "whoami", "status"][..]),
+        ("session", &["list", "info", "export-trace"][..]),
+        ("billing", &["usage", "checkpoint-storage"][..]),
+    ] {
+        let sub = Run::of(tinker(&[family, "--help"]).output().unwrap());
+        for word in commands {
+            assert!(sub.stdout.contains(word), "{family} {word}: {}", sub.stdout);
+        }
+    }
+    let download = Run::of(
+        tinker(&["checkpoint", "download", "--help"])
+            .output()
+            .unwrap(),
+    );
+    assert!(download.stdout.contains("--route"), "{}", download.stdout);
 }
 
 #[test]

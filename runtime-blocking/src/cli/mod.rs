@@ -27,7 +27,7 @@ mod session;
 use output::Output;
 
 const AFTER_HELP: &str = "\
-Environment (flags win over the environment, the environment over stored credentials):
+Environment (flags win over the environment, the environment over the stored login):
   TINKER_API_KEY         API key (or --api-key; else the key stored by `tinker auth login`
                          in ~/.tinker/credentials.json)
   TINKER_BASE_URL        API base URL (or --base-url)
@@ -39,17 +39,20 @@ Exit codes:
   0  success
   1  the operation failed (API error, not found, one of several deletes failed, download failed)
   2  usage error (bad arguments, a path not of the form tinker://<run-id>/weights/<name>)
-  3  credentials or configuration (no API key, key rejected, malformed base URL)
-  4  the server could not be reached (connection failure, timeout)";
+  3  credentials or configuration (no API key, key rejected, malformed base URL or
+     ~/.tinker/credentials.json)
+  4  the server could not be reached (connection failure, timeout; check TINKER_BASE_URL,
+     bound the wait with --timeout)";
 
-/// Manage Tinker training runs, checkpoints, sessions and billing.
+/// The Tinker command-line interface: manage training runs, checkpoints, sessions, models,
+/// credentials and billing.
 #[derive(Debug, Parser)]
 #[command(name = "tinker", version, after_help = AFTER_HELP, propagate_version = true)]
 pub(crate) struct Cli {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Table, global = true)]
     format: Format,
-    /// API key (default: $TINKER_API_KEY).
+    /// API key (default: $TINKER_API_KEY, else the key stored by `tinker auth login`).
     #[arg(long, global = true, value_name = "KEY")]
     api_key: Option<String>,
     /// API base URL (default: $TINKER_BASE_URL, else the production service).
@@ -84,16 +87,16 @@ enum Command {
     /// Manage checkpoints.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
-    /// Inspect sessions.
+    /// List and inspect sessions, export their traces.
     #[command(subcommand)]
     Session(session::SessionCommand),
     /// List available models.
     #[command(subcommand)]
     Model(model::ModelCommand),
-    /// Log in and out, check credentials and identity.
+    /// Log in and out, check your credentials and identity.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
-    /// Billing usage.
+    /// Billing usage and checkpoint storage.
     #[command(subcommand)]
     Billing(billing::BillingCommand),
     /// Show the version.
