@@ -16,6 +16,11 @@
 //! | `CLOUDFLARE_ACCESS_CLIENT_ID` / `_SECRET` | sent as `CF-Access-Client-Id` / `-Secret` | none |
 //! | `TINKER_FEATURE_GATES` | [`Settings::feature_gates`] (read, otherwise unused) | `["async_sampling"]` |
 //!
+//! The last credential source [0.38] is the default key stored by `tinker auth login` in
+//! `~/.tinker/credentials.json`, applied with [`Settings::with_stored_credentials`] (the adapters
+//! read the file). Precedence for the key: explicit > `TINKER_API_KEY` (or
+//! `TINKER_CREDENTIAL_CMD`) > the stored default.
+//!
 //! Timeouts and the SDK version spoken on the wire are not environment-driven (as in the official
 //! SDK); they have defaults and explicit setters.
 
@@ -276,6 +281,45 @@ impl Settings {
     /// Explicit API key (wins over `TINKER_API_KEY`).
     pub fn with_api_key(mut self, key: impl Into<String>) -> Result<Settings> {
         self.api_key = Some(ApiKey::new(key)?);
+        Ok(self)
+    }
+
+    /// The lowest-precedence credential source [0.38]: the default key of
+    /// `~/.tinker/credentials.json` ([`crate::auth::CredentialsFile`]), whose text the adapter
+    /// read (`None` when there is no file). It is used only when neither an explicit key,
+    /// `TINKER_API_KEY` nor `TINKER_CREDENTIAL_CMD` configured a credential, and the file is not
+    /// even parsed then. Precedence: explicit > environment > stored file.
+    ///
+    /// ```
+    /// use tinker_core::settings::Settings;
+    /// let file = r#"{"version": 1, "default": "7", "keys": {"7": {"type": "manual", "key": "tml-stored"}}}"#;
+    /// let stored = Settings::default().with_stored_credentials(Some(file)).unwrap();
+    /// assert_eq!(stored.api_key.unwrap().expose(), "tml-stored");
+    /// let explicit = Settings::default().with_api_key("tml-flag").unwrap();
+    /// let kept = explicit.with_stored_credentials(Some(file)).unwrap();
+    /// assert_eq!(kept.api_key.unwrap().expose(), "tml-flag");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed file or a stored key that is not a valid key.
+    pub fn with_stored_credentials(mut self, credentials_json: Option<&str>) -> Result<Settings> {
+        let Some(text) = credentials_json else {
+            return Ok(self);
+        };
+        if self.api_key.is_some() || self.credential_cmd.is_some() {
+            return Ok(self);
+        }
+        let file = crate::auth::CredentialsFile::parse(text)?;
+        if let Some((id, stored)) = file.default_entry() {
+            self.api_key = Some(ApiKey::new(stored.key.clone()).map_err(|e| match e {
+                Error::Config(m) => Error::Config(format!(
+                    "{}: stored key {id:?}: {m}",
+                    crate::auth::CREDENTIALS_FILE
+                )),
+                other => other,
+            })?);
+        }
         Ok(self)
     }
 

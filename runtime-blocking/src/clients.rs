@@ -156,6 +156,19 @@ impl ServiceClient {
             .map(|inner| TrainingClient { inner })
     }
 
+    /// A training run from a state checkpoint, weights only, with `user_metadata` on the run.
+    pub fn create_training_client_from_state_with_metadata(
+        &self,
+        path: &str,
+        user_metadata: tinker_core::types::Metadata,
+    ) -> Result<TrainingClient> {
+        block_on(
+            self.inner
+                .create_training_client_from_state_with_metadata(path, user_metadata),
+        )
+        .map(|inner| TrainingClient { inner })
+    }
+
     /// A training run from a state checkpoint with its optimizer state (exact resume).
     pub fn create_training_client_from_state_with_optimizer(
         &self,

@@ -32,9 +32,11 @@ pub fn connect_with(settings: Settings, options: ClientOptions) -> Result<Servic
         .map(ServiceClient::from_core)
 }
 
-/// [`connect`] with settings read from the environment (`TINKER_API_KEY`, `TINKER_BASE_URL`, …).
+/// [`connect`] with settings read from the environment (`TINKER_API_KEY`, `TINKER_BASE_URL`, …),
+/// and the key stored by `tinker auth login` when the environment names no credential
+/// ([`crate::credentials::settings_from_env`]).
 pub fn connect_from_env() -> Result<ServiceClient> {
-    connect(Settings::from_env()?)
+    connect(crate::credentials::settings_from_env()?)
 }
 
 /// The I/O of a blocking client, for `tinker_core::client::ServiceClient::new` with a custom

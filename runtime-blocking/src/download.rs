@@ -1,7 +1,21 @@
-//! Checkpoint download: archive URL, a resumable streamed GET, and a tar extraction that never
-//! writes outside its target folder.
+//! Checkpoint download: the SDK 0.38 export route, the SDK 0.25 archive route, a resumable
+//! streamed GET, and a tar extraction that never writes outside its target folder.
 //!
-//! The flow (protocol.md 6.9, tinkex_features.md 2.13):
+//! [`download_checkpoint_from`] picks the route ([`DownloadRoute`]): with the default
+//! [`DownloadRoute::Auto`] a client speaking SDK 0.38 (the default) uses the export route and one
+//! speaking 0.25 the archive route; either can be forced.
+//!
+//! The export route (protocol.md 14, SDK 0.38):
+//! * an `external_weights/…` checkpoint is already an export: `GET …/external_weights_urls`, then
+//!   one plain GET per file (URLs asked for again when less than five minutes are left);
+//! * a `weights/…` (training state) checkpoint is exported first through a temporary session:
+//!   `create_session`, `load_weights` of the state (run metadata
+//!   `{"created_by": "tinker checkpoint download"}`), `get_info`, `save_weights_external` (TTL
+//!   3600 s), `external_weights_urls` and `PUT …/ttl` 3600, the downloads, `DELETE` of the
+//!   temporary export, `sessions/{id}/finish` — the clean-up runs after a failed download too;
+//! * `sampler_weights/…` checkpoints cannot be downloaded ([`DownloadError::NotDownloadable`]).
+//!
+//! The archive route ([`download_checkpoint`]; protocol.md 6.9, tinkex_features.md 2.13):
 //! 1. ask the API for the checkpoint's archive URL; a 503 means "still being built", so the call is
 //!    repeated after [`DownloadOptions::archive_retry_delay`], up to
 //!    [`DownloadOptions::archive_attempts`] times;
@@ -34,9 +48,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tinker_core::io::{BlockingHttp, Timeouts};
-use tinker_core::path::TinkerPath;
+use tinker_core::path::{CheckpointKind, TinkerPath};
+use tinker_core::types::{ExternalWeightsUrls, FinishReason, Metadata, Timestamp};
 
-use crate::{RestClient, UreqTransport};
+use crate::{RestClient, ServiceClient, UreqTransport};
 
 /// The prefix every checkpoint path starts with.
 const TINKER_SCHEME: &str = "tinker://";
@@ -55,9 +70,47 @@ pub enum ProgressMode {
     Never,
 }
 
-/// How [`download_checkpoint`] behaves.
+/// Time to live of the temporary export of a training checkpoint, and of its renewal.
+const EXPORT_TTL_SECONDS: u64 = 3600;
+/// Signed URLs with less than this left are asked for again before the next file.
+const RESIGN_MARGIN_SECONDS: i64 = 300;
+
+/// Which way [`download_checkpoint_from`] fetches a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DownloadRoute {
+    /// [`DownloadRoute::Archive`] when the client speaks an SDK protocol older than 0.38
+    /// (`Settings::sdk_version`), else [`DownloadRoute::Export`].
+    #[default]
+    Auto,
+    /// SDK 0.38: signed URLs of an external-weights export, exporting training state first.
+    Export,
+    /// SDK 0.25: the checkpoint's tar archive (servers that still serve `…/archive`).
+    Archive,
+}
+
+impl DownloadRoute {
+    /// The route `Auto` stands for when the client speaks `sdk_version` (e.g. `"0.38.0"`).
+    pub fn resolve(self, sdk_version: &str) -> DownloadRoute {
+        if self != DownloadRoute::Auto {
+            return self;
+        }
+        let mut parts = sdk_version
+            .split('.')
+            .map(|p| p.parse::<u64>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if (major, minor) < (0, 38) {
+            DownloadRoute::Archive
+        } else {
+            DownloadRoute::Export
+        }
+    }
+}
+
+/// How [`download_checkpoint`] and [`download_checkpoint_from`] behave.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
+    /// Which route [`download_checkpoint_from`] takes.
+    pub route: DownloadRoute,
     /// Replace the destination folder when it already exists (otherwise an error).
     pub force: bool,
     /// Progress bar policy.
@@ -76,6 +129,7 @@ pub struct DownloadOptions {
 impl Default for DownloadOptions {
     fn default() -> DownloadOptions {
         DownloadOptions {
+            route: DownloadRoute::Auto,
             force: false,
             progress: ProgressMode::Auto,
             archive_attempts: 6,
@@ -93,11 +147,13 @@ pub struct DownloadReport {
     pub checkpoint_path: String,
     /// The folder holding the extracted files.
     pub destination: PathBuf,
-    /// Size of the archive that was downloaded, in bytes.
+    /// The route taken ([`DownloadRoute::Export`] or [`DownloadRoute::Archive`]).
+    pub route: DownloadRoute,
+    /// Bytes downloaded: the archive's size, or the export's files added up.
     pub archive_bytes: u64,
     /// How many times a dropped connection was resumed.
     pub resumes: u32,
-    /// The extracted entries, relative to `destination`, in archive order.
+    /// The files written, relative to `destination`, in archive (or file name) order.
     pub files: Vec<PathBuf>,
 }
 
@@ -118,11 +174,19 @@ pub enum DownloadError {
     /// The destination folder exists and `force` was not set.
     #[error("{} already exists; remove it or pass --force to overwrite it", .0.display())]
     DestinationExists(PathBuf),
-    /// The API call for the archive URL failed.
-    #[error("could not get the archive URL: {0}")]
+    /// An API call of the download failed (archive URL, export, signed URLs).
+    #[error("{0}")]
     Api(#[from] tinker_core::Error),
+    /// This kind of checkpoint cannot be downloaded on this route.
+    #[error("{path} cannot be downloaded: {reason}")]
+    NotDownloadable {
+        /// The path given.
+        path: String,
+        /// Why, and what to download instead.
+        reason: String,
+    },
     /// The download answered an unexpected HTTP status.
-    #[error("download failed: HTTP {status} from the archive URL")]
+    #[error("download failed: HTTP {status} from the signed download URL")]
     Http {
         /// The status.
         status: u16,
@@ -196,23 +260,7 @@ pub fn download_checkpoint(
     output_dir: &Path,
     options: &DownloadOptions,
 ) -> Result<DownloadReport, DownloadError> {
-    let name = checkpoint_dir_name(path)?;
-    let destination = output_dir.join(&name);
-    if destination.exists() {
-        if !options.force {
-            return Err(DownloadError::DestinationExists(destination));
-        }
-        tracing::debug!(dir = %destination.display(), "removing the existing destination (--force)");
-        fs::remove_dir_all(&destination).map_err(DownloadError::io(format!(
-            "removing {}",
-            destination.display()
-        )))?;
-    }
-    fs::create_dir_all(output_dir).map_err(DownloadError::io(format!(
-        "creating {}",
-        output_dir.display()
-    )))?;
-
+    let (name, destination) = prepare_destination(path, output_dir, options)?;
     let url = archive_url(rest, path, options)?;
     let part = output_dir.join(format!(".{name}.tar.part"));
     let scratch = output_dir.join(format!(".{name}.extracting"));
@@ -230,6 +278,7 @@ pub fn download_checkpoint(
         Ok((archive_bytes, resumes, files)) => Ok(DownloadReport {
             checkpoint_path: path.to_owned(),
             destination,
+            route: DownloadRoute::Archive,
             archive_bytes,
             resumes,
             files,
@@ -239,6 +288,194 @@ pub fn download_checkpoint(
             Err(e)
         }
     }
+}
+
+/// The destination folder's name and path; an existing one is refused, or removed with `force`.
+fn prepare_destination(
+    path: &str,
+    output_dir: &Path,
+    options: &DownloadOptions,
+) -> Result<(String, PathBuf), DownloadError> {
+    let name = checkpoint_dir_name(path)?;
+    let destination = output_dir.join(&name);
+    if destination.exists() {
+        if !options.force {
+            return Err(DownloadError::DestinationExists(destination));
+        }
+        tracing::debug!(dir = %destination.display(), "removing the existing destination (--force)");
+        fs::remove_dir_all(&destination).map_err(DownloadError::io(format!(
+            "removing {}",
+            destination.display()
+        )))?;
+    }
+    fs::create_dir_all(output_dir).map_err(DownloadError::io(format!(
+        "creating {}",
+        output_dir.display()
+    )))?;
+    Ok((name, destination))
+}
+
+/// Downloads the checkpoint at `path` into `output_dir/<checkpoint_dir_name>` on the route
+/// `options.route` selects (see the module docs): the export's files as they are, or the
+/// archive's entries.
+///
+/// # Errors
+///
+/// [`DownloadError`] naming the step that failed; nothing is left in the destination then.
+/// [`DownloadError::NotDownloadable`] for sampler checkpoints on the export route.
+pub fn download_checkpoint_from(
+    service: &ServiceClient,
+    path: &str,
+    output_dir: &Path,
+    options: &DownloadOptions,
+) -> Result<DownloadReport, DownloadError> {
+    let rest = service.create_rest_client();
+    match options.route.resolve(&service.settings().sdk_version) {
+        DownloadRoute::Archive => return download_checkpoint(&rest, path, output_dir, options),
+        DownloadRoute::Export | DownloadRoute::Auto => {}
+    }
+    let parsed = TinkerPath::parse(path).map_err(|e| DownloadError::InvalidPath {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if parsed.kind() == CheckpointKind::SamplerWeights {
+        return Err(DownloadError::NotDownloadable {
+            path: path.to_owned(),
+            reason: "sampler checkpoints cannot be downloaded; download the run's training \
+                     checkpoint (tinker://<run-id>/weights/<name>) instead"
+                .into(),
+        });
+    }
+    let (name, destination) = prepare_destination(path, output_dir, options)?;
+    let scratch = output_dir.join(format!(".{name}.downloading"));
+    let _ = fs::remove_dir_all(&scratch);
+    let fetched = match parsed.kind() {
+        CheckpointKind::ExternalWeights => fetch_export(&rest, path, &scratch, options, false),
+        _ => export_and_fetch(service, &rest, path, &scratch, options),
+    };
+    let result = fetched.and_then(|(bytes, resumes, files)| {
+        fs::rename(&scratch, &destination).map_err(DownloadError::io(format!(
+            "moving the downloaded files to {}",
+            destination.display()
+        )))?;
+        Ok(DownloadReport {
+            checkpoint_path: path.to_owned(),
+            destination,
+            route: DownloadRoute::Export,
+            archive_bytes: bytes,
+            resumes,
+            files,
+        })
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&scratch);
+    }
+    result
+}
+
+/// Exports a training checkpoint through a temporary session (a client of its own with the
+/// settings of `service`), downloads the export, then deletes it and finishes the session (also
+/// when the download failed).
+fn export_and_fetch(
+    service: &ServiceClient,
+    rest: &RestClient,
+    path: &str,
+    scratch: &Path,
+    options: &DownloadOptions,
+) -> Result<(u64, u32, Vec<PathBuf>), DownloadError> {
+    let mut metadata = Metadata::new();
+    metadata.insert("created_by".into(), "tinker checkpoint download".into());
+    // A session of its own, so the caller's client stays open and its session untouched.
+    let session = crate::connect_with(service.settings().clone(), service.options().clone())?;
+    let result = (|| {
+        let training = session.create_training_client_from_state_with_metadata(path, metadata)?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let export = training
+            .save_weights_external(
+                &format!("cli-download-{stamp}"),
+                Some(EXPORT_TTL_SECONDS),
+                None,
+            )?
+            .result()?;
+        let fetched = fetch_export(rest, &export.path, scratch, options, true);
+        if let Err(e) = rest.delete_checkpoint(&export.path) {
+            // It expires within the hour anyway.
+            tracing::warn!(path = %export.path, "could not delete the temporary export: {e}");
+        }
+        fetched
+    })();
+    let reason = if result.is_ok() {
+        FinishReason::Success
+    } else {
+        FinishReason::Errored
+    };
+    if let Err(e) = session.close(reason) {
+        tracing::warn!("could not finish the download session: {e}");
+    }
+    result
+}
+
+/// Downloads every file of the export at `export_path` into `dir` (created), asking for fresh
+/// URLs when less than [`RESIGN_MARGIN_SECONDS`] are left. With `renew_ttl` (a temporary export
+/// of ours) its TTL is renewed to [`EXPORT_TTL_SECONDS`] with each set of URLs; a user's export
+/// keeps its own expiry. Returns the bytes, the resumes and the files, in name order.
+fn fetch_export(
+    rest: &RestClient,
+    export_path: &str,
+    dir: &Path,
+    options: &DownloadOptions,
+    renew_ttl: bool,
+) -> Result<(u64, u32, Vec<PathBuf>), DownloadError> {
+    let sign = || -> Result<ExternalWeightsUrls, DownloadError> {
+        let urls = rest.get_external_weights_urls(export_path)?;
+        if renew_ttl {
+            rest.set_checkpoint_ttl(export_path, Some(EXPORT_TTL_SECONDS))?;
+        }
+        Ok(urls)
+    };
+    let mut signed = sign()?;
+    fs::create_dir_all(dir).map_err(DownloadError::io(format!("creating {}", dir.display())))?;
+    let names: Vec<String> = signed.urls.keys().cloned().collect();
+    let (mut bytes, mut resumes, mut files) = (0u64, 0u32, Vec::new());
+    for name in names {
+        let relative =
+            contained_path(Path::new(&name)).map_err(|why| DownloadError::UnsafeEntry {
+                entry: name.clone(),
+                reason: format!("its path {why}"),
+            })?;
+        if relative.as_os_str().is_empty() {
+            continue;
+        }
+        if expires_soon(&signed.expires) {
+            tracing::info!("the download URLs expire soon; asking for fresh ones");
+            signed = sign()?;
+        }
+        let Some(url) = signed.urls.get(&name) else {
+            return Err(DownloadError::Transport {
+                resumes,
+                message: format!("the server no longer lists {name:?} in the export"),
+            });
+        };
+        let target = dir.join(&relative);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)
+                .map_err(DownloadError::io(format!("creating {}", parent.display())))?;
+        }
+        let (n, r) = download_url(url, &target, options)?;
+        bytes += n;
+        resumes += r;
+        files.push(relative);
+    }
+    Ok((bytes, resumes, files))
+}
+
+fn expires_soon(expires: &Timestamp) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    expires.unix_seconds() - now < RESIGN_MARGIN_SECONDS
 }
 
 /// The archive URL, asked again while the server is still building the archive (503).
@@ -336,6 +573,52 @@ pub fn download_url(
             "download interrupted ({message}); resuming"
         );
     }
+}
+
+/// Streams `url` into `out` with constant memory and returns the bytes copied: one plain GET
+/// without credentials (for signed URLs) and no resume, since a writer such as standard output
+/// cannot be rewound. Prefer [`download_url`] when the target is a file.
+///
+/// # Errors
+///
+/// [`DownloadError::Http`] for a status other than 200, [`DownloadError::Transport`] when the
+/// connection fails, [`DownloadError::Io`] when writing fails.
+pub fn copy_url_to(
+    url: &str,
+    out: &mut dyn Write,
+    timeouts: Timeouts,
+) -> Result<u64, DownloadError> {
+    let transport = UreqTransport::new();
+    let failed = |message: String| DownloadError::Transport {
+        resumes: 0,
+        message,
+    };
+    let body = match fetch_from(&transport, url, 0, timeouts) {
+        Ok(Fetch::Whole { body, .. }) => body,
+        Ok(Fetch::Rest { .. } | Fetch::AlreadyComplete) => {
+            return Err(failed("the server answered a range to a plain GET".into()))
+        }
+        Err(Failure::Fatal(e)) => return Err(e),
+        Err(Failure::Retry(message)) => return Err(failed(message)),
+    };
+    let mut body = body;
+    let mut buf = vec![0u8; CHUNK];
+    let mut copied: u64 = 0;
+    loop {
+        match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.write_all(&buf[..n])
+                    .map_err(DownloadError::io("writing the download"))?;
+                copied += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(failed(e.to_string())),
+        }
+    }
+    out.flush()
+        .map_err(DownloadError::io("writing the download"))?;
+    Ok(copied)
 }
 
 enum Fetch {
@@ -588,6 +871,25 @@ mod tests {
         );
         let err = checkpoint_dir_name("run-1/weights/final").unwrap_err();
         assert!(err.to_string().contains("tinker://"), "{err}");
+    }
+
+    #[test]
+    fn the_automatic_route_follows_the_protocol_version_spoken() {
+        assert_eq!(DownloadRoute::Auto.resolve("0.38.0"), DownloadRoute::Export);
+        assert_eq!(DownloadRoute::Auto.resolve("0.40.1"), DownloadRoute::Export);
+        assert_eq!(DownloadRoute::Auto.resolve("1.0.0"), DownloadRoute::Export);
+        assert_eq!(
+            DownloadRoute::Auto.resolve("0.25.0"),
+            DownloadRoute::Archive
+        );
+        assert_eq!(
+            DownloadRoute::Archive.resolve("0.38.0"),
+            DownloadRoute::Archive
+        );
+        assert_eq!(
+            DownloadRoute::Export.resolve("0.25.0"),
+            DownloadRoute::Export
+        );
     }
 
     #[test]

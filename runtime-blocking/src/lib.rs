@@ -31,6 +31,7 @@ pub mod cli;
 mod clients;
 mod clock;
 mod connect;
+pub mod credentials;
 pub mod download;
 pub mod executor;
 pub mod hf;

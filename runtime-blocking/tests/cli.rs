@@ -1,7 +1,8 @@
 //! The `tinker` binary against the local server: every command in both output formats, the exit
-//! codes scripts rely on (not 4, "unreachable": the SDK retries a dead server for five minutes),
-//! a multi-delete with one failure, a 200 MB download with flat memory that survives a reset
-//! connection, archives that try to escape their folder, and `push-hf` to the Hub stand-in.
+//! codes scripts rely on (4, "unreachable", within --timeout), a multi-delete with one failure,
+//! a 200 MB archive download with flat memory that survives a reset connection, the 0.38 export
+//! download and its clean-up, archives that try to escape their folder, `push-hf` to the Hub
+//! stand-in, trace export polling, billing CSV, and the stored login under a temporary HOME.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -458,6 +459,8 @@ fn a_200_mb_download_keeps_memory_flat_and_resumes_after_a_reset() {
         "checkpoint",
         "download",
         path,
+        "--route",
+        "archive",
         "--output",
         out.0.to_str().unwrap(),
     ]);
@@ -465,6 +468,7 @@ fn a_200_mb_download_keeps_memory_flat_and_resumes_after_a_reset() {
 
     assert_eq!(run.code, 0, "download failed: {}", run.stderr);
     let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["route"], "archive");
     assert_eq!(report["resumes"], 1, "the injected reset was resumed once");
     assert!(report["file_size_bytes"].as_u64().unwrap() > BIG);
     let dest = PathBuf::from(report["destination"].as_str().unwrap());
@@ -492,6 +496,8 @@ fn a_200_mb_download_keeps_memory_flat_and_resumes_after_a_reset() {
         "checkpoint",
         "download",
         path,
+        "--route",
+        "archive",
         "-o",
         out.0.to_str().unwrap(),
     ]);
@@ -744,4 +750,498 @@ fn help_lists_every_command_family_and_the_exit_codes() {
     ] {
         assert!(sub.stdout.contains(word), "{word}: {}", sub.stdout);
     }
+    for (family, commands) in [
+        ("auth", &["login", "logout", "whoami", "status"][..]),
+        ("session", &["list", "info", "export-trace"][..]),
+        ("billing", &["usage", "checkpoint-storage"][..]),
+    ] {
+        let sub = Run::of(tinker(&[family, "--help"]).output().unwrap());
+        for word in commands {
+            assert!(sub.stdout.contains(word), "{family} {word}: {}", sub.stdout);
+        }
+    }
+    let download = Run::of(
+        tinker(&["checkpoint", "download", "--help"])
+            .output()
+            .unwrap(),
+    );
+    assert!(download.stdout.contains("--route"), "{}", download.stdout);
+}
+
+#[test]
+fn an_unreachable_server_exits_4_within_the_timeout_and_names_the_url_to_check() {
+    let dead = format!("http://{}", tinker_testkit::scripted_http::refused_addr());
+    let started = std::time::Instant::now();
+
+    let run = Run::of(
+        tinker(&["--timeout", "2", "run", "list"])
+            .env("TINKER_API_KEY", "tml-any-key")
+            .env("TINKER_BASE_URL", &dead)
+            .output()
+            .unwrap(),
+    );
+
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("TINKER_BASE_URL"), "{}", run.stderr);
+    // Not a speed check: without the bound the start-up retries for about five minutes.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "--timeout bounds the start-up requests"
+    );
+}
+
+#[test]
+fn export_trace_polls_until_the_export_is_ready_then_writes_it() {
+    let acct = Account::new(LocalServerConfig::default());
+    let id = acct.session_id.as_str();
+    let endpoint = format!("sessions/{id}/trace_export");
+    let pending = Fault::Status {
+        status: 200,
+        body: Some(serde_json::json!({"status": "pending"})),
+        headers: Default::default(),
+    };
+    // The export is "being built" for two checks, then ready.
+    acct.server
+        .add_faults(vec![FaultRule::times(&endpoint, 2, pending)]);
+    let dir = TempDir::new("trace");
+    let file = dir.0.join("trace.jsonl");
+
+    let report = acct.json(&[
+        "session",
+        "export-trace",
+        id,
+        "--output",
+        file.to_str().unwrap(),
+        "--poll-interval",
+        "0.05",
+    ]);
+
+    let checks = acct
+        .server
+        .recording()
+        .iter()
+        .filter(|e| e.path.ends_with("/trace_export"))
+        .count();
+    assert_eq!(checks, 3, "two pending answers, then ready");
+    let trace = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<Value> = trace
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["path"].as_str().unwrap_or("").contains("create_model")),
+        "the session's requests are in the trace"
+    );
+    assert_eq!(report["size_bytes"], trace.len() as u64);
+
+    // Without --output the trace itself is the standard output.
+    let run = acct.run(&["session", "export-trace", id]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.lines().count() >= lines.len(), "{}", run.stdout);
+    assert!(run.stdout.contains("create_model"));
+
+    // A failed export exits 1 with the server's reason.
+    let failed = Fault::Status {
+        status: 200,
+        body: Some(serde_json::json!({"status": "failed", "error": "trace store unavailable"})),
+        headers: Default::default(),
+    };
+    acct.server
+        .add_faults(vec![FaultRule::once(&endpoint, failed)]);
+    let run = acct.run(&["session", "export-trace", id]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("trace store unavailable"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn billing_reports_checkpoint_storage_and_usage_as_csv() {
+    let acct = Account::new(LocalServerConfig::default());
+
+    let storage = acct.json(&["billing", "checkpoint-storage"]);
+    let row = &storage["data"][0];
+    assert_eq!(
+        row["checkpoint_count"], 3,
+        "two states and one sampler save"
+    );
+    assert!(row["size_bytes"].as_u64().unwrap() > 0, "{storage}");
+    let table = acct.table(&["billing", "checkpoint-storage", "--project-id", "p-1"]);
+    assert!(
+        table.contains("Checkpoints") && table.contains("Est. Monthly Cost"),
+        "{table}"
+    );
+    let asked = acct.server.recording();
+    assert!(
+        asked
+            .iter()
+            .any(|e| e.path.ends_with("billing/usage/checkpoints/current")
+                && e.query == "project_id=p-1"),
+        "--project-id is sent as the query"
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let start = now - now % 3600 - 3600;
+    let ts = |s: i64| {
+        tinker_blocking::types::Timestamp::from_unix_seconds(s)
+            .as_str()
+            .to_owned()
+    };
+    let (from, to) = (ts(start), ts(start + 3 * 3600));
+    let rows = acct.json(&["billing", "usage", &from, &to])["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    let csv = acct.table(&["billing", "usage", &from, &to, "--csv"]);
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    assert_eq!(
+        &header[..4],
+        ["bucket_start", "bucket_end", "event_type", "base_model"]
+    );
+    assert_eq!(lines.len(), rows + 1, "a header and one line per usage row");
+    let session_col = header.iter().position(|h| *h == "session_id").unwrap();
+    assert!(lines[1..]
+        .iter()
+        .all(|l| l.split(',').nth(session_col) == Some(acct.session_id.as_str())));
+
+    let dir = TempDir::new("csv");
+    let file = dir.0.join("usage.csv");
+    let report = acct.json(&[
+        "billing",
+        "usage",
+        &from,
+        &to,
+        "--csv",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(report["rows"], rows);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), csv);
+}
+
+/// Mode bits of a file or folder.
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn login_stores_the_key_as_the_default_credential_and_logout_forgets_it() {
+    let acct = Account::new(LocalServerConfig {
+        api_keys: vec!["tml-the-right-key".into(), "tml-generated-key".into()],
+        ..LocalServerConfig::default()
+    });
+    let home = TempDir::new("home");
+    // The binary with a temp HOME and no key in the environment.
+    let cli = |args: &[&str]| {
+        let mut cmd = tinker(args);
+        cmd.env("HOME", &home.0)
+            .env("TINKER_BASE_URL", acct.server.url());
+        cmd
+    };
+    let run = |args: &[&str]| Run::of(cli(args).output().unwrap());
+    let file = home.0.join(".tinker/credentials.json");
+
+    // A rejected key is refused and nothing is stored.
+    let wrong = run(&["auth", "login", "--key", "tml-wrong"]);
+    assert_eq!(wrong.code, 3, "{wrong:?}");
+    assert!(
+        wrong.stderr.contains("Invalid API key"),
+        "the server's detail: {}",
+        wrong.stderr
+    );
+    assert!(!file.exists());
+
+    // The key piped on stdin (not a terminal) is checked, then stored 0600 in a 0700 folder.
+    let mut child = cli(&["--format", "json", "auth", "login"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"tml-the-right-key\n").unwrap();
+    let login = Run::of(child.wait_with_output().unwrap());
+    assert_eq!(login.code, 0, "{login:?}");
+    let report: Value = serde_json::from_str(&login.stdout).unwrap();
+    assert_eq!(
+        report["email"], "dev@localhost",
+        "what the server said about the key"
+    );
+    assert_eq!(mode_of(&file), 0o600);
+    assert_eq!(mode_of(file.parent().unwrap()), 0o700);
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(stored["version"], 1);
+    let id = stored["default"].as_str().expect("a default key id");
+    assert_eq!(stored["keys"][id]["type"], "manual");
+    assert_eq!(stored["keys"][id]["key"], "tml-the-right-key");
+    assert!(stored["keys"][id]["details"]["user_details"]["email"].is_string());
+    assert!(acct
+        .server
+        .recording()
+        .iter()
+        .any(|e| e.endpoint() == "auth/apikey/me"
+            && e.header("x-api-key") == Some("tml-the-right-key")));
+
+    // Without any key in the environment the stored key is used …
+    let listed = run(&["run", "list"]);
+    assert_eq!(listed.code, 0, "the stored key is a credential: {listed:?}");
+    // … but TINKER_API_KEY wins over it, and --api-key over both.
+    let env_wins = Run::of(
+        cli(&["run", "list"])
+            .env("TINKER_API_KEY", "tml-wrong")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(env_wins.code, 3, "{env_wins:?}");
+    let flag_wins = Run::of(
+        cli(&["--api-key", "tml-the-right-key", "run", "list"])
+            .env("TINKER_API_KEY", "tml-wrong")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(flag_wins.code, 0, "{flag_wins:?}");
+
+    // Logging out forgets a manual key without revoking it.
+    let out = run(&["--format", "json", "auth", "logout"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["revoked"],
+        false
+    );
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(stored["default"].is_null() && stored["keys"].as_object().unwrap().is_empty());
+    let no_key = run(&["run", "list"]);
+    assert_eq!(no_key.code, 3, "{no_key:?}");
+    assert!(
+        no_key.stderr.contains("tinker auth login"),
+        "{}",
+        no_key.stderr
+    );
+    assert!(!acct.server.recording().iter().any(|e| e.method == "DELETE"));
+    assert_eq!(
+        run(&["auth", "logout"]).code,
+        0,
+        "logging out twice is fine"
+    );
+
+    // A key the CLI generated (older login flow) is revoked on the server as well.
+    std::fs::write(
+        &file,
+        r#"{"version": 1, "default": "9", "keys": {"9": {"type": "generated", "key": "tml-generated-key", "name": "cli"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(run(&["run", "list"]).code, 0);
+    let out = run(&["--format", "json", "auth", "logout"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["revoked"],
+        true
+    );
+    let revoked = Run::of(
+        cli(&["run", "list"])
+            .env("TINKER_API_KEY", "tml-generated-key")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(revoked.code, 3, "the server revoked the key: {revoked:?}");
+}
+
+/// The endpoints of the recorded API requests, without the polling and housekeeping ones.
+fn api_calls(acct: &Account) -> Vec<String> {
+    acct.server
+        .recording()
+        .iter()
+        .filter(|e| e.path.starts_with("/api/v1/"))
+        .map(|e| format!("{} {}", e.method, e.endpoint()))
+        .filter(|c| {
+            ![
+                "retrieve_future",
+                "telemetry",
+                "session_heartbeat",
+                "client/",
+                "auth/token",
+            ]
+            .iter()
+            .any(|skip| c.contains(skip))
+        })
+        .collect()
+}
+
+#[test]
+fn a_training_checkpoint_downloads_through_a_temporary_export_that_is_cleaned_up() {
+    let acct = Account::new(LocalServerConfig::default());
+    let out = TempDir::new("export-download");
+    let path = acct.weights[0].as_str();
+    acct.server.clear_recording();
+
+    let report = acct.json(&[
+        "checkpoint",
+        "download",
+        path,
+        "-o",
+        out.0.to_str().unwrap(),
+    ]);
+
+    assert_eq!(report["route"], "export");
+    let dest = out.0.join(path["tinker://".len()..].replace('/', "_"));
+    assert_eq!(report["destination"], dest.to_str().unwrap());
+    assert_eq!(
+        report["files"],
+        serde_json::json!([
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "toy_model.snapshot"
+        ])
+    );
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(dest.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["base_model_name_or_path"], MODEL);
+    assert_eq!(
+        std::fs::read_dir(&out.0).unwrap().count(),
+        1,
+        "no scratch folder is left"
+    );
+    // The 0.38 sequence: a session, the state loaded into a marked run, exported for an hour,
+    // the URLs and a TTL renewal, the export deleted and the session finished.
+    let calls = api_calls(&acct);
+    let position = |prefix: &str| {
+        calls
+            .iter()
+            .position(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing from {calls:#?}"))
+    };
+    let order = [
+        position("POST create_session"),
+        position("POST load_weights"),
+        position("POST get_info"),
+        position("POST save_weights_external"),
+        calls
+            .iter()
+            .position(|c| {
+                c.starts_with("GET training_runs") && c.ends_with("/external_weights_urls")
+            })
+            .unwrap(),
+        calls
+            .iter()
+            .position(|c| c.starts_with("PUT training_runs") && c.ends_with("/ttl"))
+            .unwrap(),
+        calls
+            .iter()
+            .position(|c| c.starts_with("DELETE training_runs"))
+            .unwrap(),
+        calls
+            .iter()
+            .position(|c| c.starts_with("POST sessions/") && c.ends_with("/finish"))
+            .unwrap(),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{calls:#?}");
+    let recording = acct.server.recording();
+    let body_of = |endpoint: &str| {
+        recording
+            .iter()
+            .find(|e| e.endpoint() == endpoint)
+            .and_then(|e| e.body.clone())
+            .unwrap()
+    };
+    assert_eq!(body_of("load_weights")["path"], path);
+    assert_eq!(
+        body_of("load_weights")["user_metadata"],
+        serde_json::json!({"created_by": "tinker checkpoint download"})
+    );
+    assert_eq!(body_of("save_weights_external")["ttl_seconds"], 3600);
+    let export = recording
+        .iter()
+        .find(|e| e.method == "DELETE")
+        .unwrap()
+        .endpoint()
+        .to_owned();
+    assert!(export.contains("/external_weights/"), "{export}");
+    let left = paths_of(&acct.json(&["checkpoint", "list", "--run-id", &acct.run_id]));
+    assert_eq!(
+        left.len(),
+        3,
+        "only the account's own checkpoints remain: {left:?}"
+    );
+
+    // A sampler checkpoint cannot be downloaded: a usage error before anything is exported.
+    acct.server.clear_recording();
+    let sampler = acct.run(&[
+        "checkpoint",
+        "download",
+        &acct.sampler,
+        "-o",
+        out.0.to_str().unwrap(),
+    ]);
+    assert_eq!(sampler.code, 2, "{sampler:?}");
+    assert!(
+        sampler
+            .stderr
+            .contains("sampler checkpoints cannot be downloaded"),
+        "{}",
+        sampler.stderr
+    );
+    assert!(!api_calls(&acct)
+        .iter()
+        .any(|c| c.contains("create_session")));
+}
+
+#[test]
+fn an_external_export_downloads_from_its_signed_urls_without_a_session() {
+    let acct = Account::new(LocalServerConfig::default());
+    let settings = Settings::default()
+        .with_api_key(acct.key.clone())
+        .unwrap()
+        .with_base_url(acct.server.url())
+        .with_telemetry(false);
+    let service = tinker_blocking::connect(settings).unwrap();
+    let training = service
+        .create_training_client_from_state(&acct.weights[1])
+        .unwrap();
+    let export = training
+        .save_weights_external("shared", None, None)
+        .unwrap()
+        .result()
+        .unwrap()
+        .path;
+    service.close(FinishReason::Success).unwrap();
+    let out = TempDir::new("external-download");
+    acct.server.clear_recording();
+
+    let report = acct.json(&[
+        "checkpoint",
+        "download",
+        &export,
+        "-o",
+        out.0.to_str().unwrap(),
+    ]);
+
+    let dest = PathBuf::from(report["destination"].as_str().unwrap());
+    assert!(dest.join("adapter_model.safetensors").is_file());
+    let total: u64 = [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "toy_model.snapshot",
+    ]
+    .iter()
+    .map(|f| std::fs::metadata(dest.join(f)).unwrap().len())
+    .sum();
+    assert_eq!(report["file_size_bytes"], total);
+    let calls = api_calls(&acct);
+    assert!(
+        calls.iter().all(|c| !c.contains("create_session")
+            && !c.starts_with("PUT")
+            && !c.starts_with("DELETE")),
+        "a user's export is only read, its expiry untouched: {calls:#?}"
+    );
+    assert!(
+        calls.iter().any(|c| c.ends_with("/external_weights_urls")),
+        "{calls:#?}"
+    );
 }

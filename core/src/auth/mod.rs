@@ -5,9 +5,11 @@
 //! never verified client-side; only its payload is read, for refresh timing and `whoami`.
 
 mod claims;
+mod credentials_file;
 mod jwt_state;
 
 pub use claims::{decode_claims, JwtClaims};
+pub use credentials_file::{CredentialsFile, StoredKey, StoredKeyKind, CREDENTIALS_FILE};
 pub use jwt_state::{
     is_invalid_token_challenge, BackgroundRefresh, CredentialNeed, ExchangeFallback,
     InvalidTokenAction, JwtSchedule, JwtState,

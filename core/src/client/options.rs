@@ -52,7 +52,9 @@ pub struct ClientOptions {
     /// Bound on every call (submission plus waiting for the result) unless a call sets its own
     /// (`with_deadline` on a client, [`crate::client::Pending::result_with_deadline`]). `None`
     /// (the default) waits as long as the server keeps working on the request; the retry
-    /// policies still bound every failure loop.
+    /// policies still bound every failure loop. It also bounds each request of the one-time
+    /// start-up (`client/config`, `auth/token`, `client/dynamic_config`), so an unreachable
+    /// server fails within it.
     pub default_deadline: Option<Duration>,
     /// Called on every queue-state change of a waiting request.
     pub queue_state_observer: Option<QueueStateObserver>,

@@ -26,7 +26,7 @@ use crate::settings::Settings;
 use crate::types::{
     ClientConfig, CreateModelRequest, CreateSamplingSessionRequest, CreateSessionRequest,
     DynamicConfig, FinishReason, GetInfoRequest, LoadWeightsRequest, LoadWeightsResponse,
-    LoraConfig, ServerCapabilities,
+    LoraConfig, Metadata, ServerCapabilities,
 };
 
 /// What a runtime crate hands the client layer: its HTTP stack, its timers and spawner, and the
@@ -125,16 +125,16 @@ impl Shared {
         }
         let version = self.settings.sdk_version.clone();
         let exec = &self.exec;
+        // Each start-up request is bounded like any other call: with a default deadline an
+        // unreachable server fails within it instead of after the retry policy's minutes.
+        let startup_site = || CallSite::new("ServiceClient.startup", self.options.default_deadline);
         let config: ClientConfig = exec
-            .direct(
-                GetClientConfig::new(version.clone()),
-                CallSite::new("ServiceClient.startup", None),
-            )
+            .direct(GetClientConfig::new(version.clone()), startup_site())
             .await?;
         if config.pjwt_auth_enabled {
             // From now on the ledger keeps the token fresh: the housekeeper refreshes it at
             // half-life, and a request whose token is rejected exchanges and replays once.
-            let site = CallSite::new("ServiceClient.startup", None);
+            let site = startup_site();
             let op = exec.start(&site, |ledger, opts| {
                 ledger.enable_jwt();
                 crate::ops::exchange_token(ledger, opts)
@@ -153,10 +153,7 @@ impl Shared {
             }
         }
         let dynamic = match exec
-            .direct(
-                GetDynamicConfig::new(version),
-                CallSite::new("ServiceClient.startup", None),
-            )
+            .direct(GetDynamicConfig::new(version), startup_site())
             .await
         {
             Ok(d) => d,
@@ -358,6 +355,23 @@ impl ServiceClient {
         self.training_from_state(
             path,
             false,
+            None,
+            "ServiceClient.create_training_client_from_state",
+        )
+        .await
+    }
+
+    /// [`ServiceClient::create_training_client_from_state`] with `user_metadata` on the new run
+    /// (the CLI's download marks its temporary run `{"created_by": "tinker checkpoint download"}`).
+    pub async fn create_training_client_from_state_with_metadata(
+        &self,
+        path: &str,
+        user_metadata: Metadata,
+    ) -> Result<TrainingClient> {
+        self.training_from_state(
+            path,
+            false,
+            Some(user_metadata),
             "ServiceClient.create_training_client_from_state",
         )
         .await
@@ -372,6 +386,7 @@ impl ServiceClient {
         self.training_from_state(
             path,
             true,
+            None,
             "ServiceClient.create_training_client_from_state_with_optimizer",
         )
         .await
@@ -381,6 +396,7 @@ impl ServiceClient {
         &self,
         path: &str,
         optimizer: bool,
+        user_metadata: Option<Metadata>,
         method: &'static str,
     ) -> Result<TrainingClient> {
         let session = self.shared.session().await?;
@@ -389,7 +405,9 @@ impl ServiceClient {
         let mut model_id = String::new();
         let op = exec.start(&site, |ledger, opts| {
             let seq = ledger.next_model_seq_id();
-            let request = LoadWeightsRequest::create_via_load(&session.id, seq, path, optimizer);
+            let mut request =
+                LoadWeightsRequest::create_via_load(&session.id, seq, path, optimizer);
+            request.user_metadata = user_metadata;
             model_id = request.created_model_id().unwrap_or_default();
             crate::ops::future::<_, LoadWeightsResponse>(ledger, request, opts)
         })?;

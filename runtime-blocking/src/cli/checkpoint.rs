@@ -11,7 +11,7 @@ use tinker_core::ErrorKind;
 
 use super::output::{format_bool, format_size, format_time, Output, Table};
 use super::{check_path, count_title, fetch_pages, CliError, CliResult, Context, Exit};
-use crate::download::{download_checkpoint, DownloadError, DownloadOptions};
+use crate::download::{download_checkpoint_from, DownloadError, DownloadOptions, DownloadRoute};
 use crate::hf::{push_to_hub, HfPushOptions};
 
 /// Page size of the all-runs listing (the official CLI's: that query is slow server-side).
@@ -77,21 +77,49 @@ pub(crate) enum CheckpointCommand {
         #[arg(short, long)]
         yes: bool,
     },
-    /// Download a checkpoint archive and extract it into <output>/<run-id>_weights_<name>/.
+    /// Download a checkpoint's files into <output>/<run-id>_<kind>_<name>/.
+    ///
+    /// Training checkpoints (tinker://<run-id>/weights/<name>) are exported in Hugging Face PEFT
+    /// format through a temporary session, then downloaded; exports
+    /// (tinker://<run-id>/external_weights/<name>) are downloaded as they are. Sampler
+    /// checkpoints cannot be downloaded. With --route archive the checkpoint's tar archive is
+    /// fetched and extracted instead (servers of SDK 0.25).
     Download {
-        /// tinker://<run-id>/weights/<name>
+        /// tinker://<run-id>/weights/<name> or tinker://<run-id>/external_weights/<name>
         checkpoint_path: String,
-        /// Parent folder of the extracted checkpoint (default: the current folder).
+        /// Parent folder of the downloaded checkpoint (default: the current folder).
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Replace the destination folder if it exists.
         #[arg(long)]
         force: bool,
+        /// How to fetch it: export (SDK 0.38), archive (SDK 0.25 servers), or auto (the
+        /// protocol version the client speaks, i.e. export).
+        #[arg(long, value_enum, default_value_t = RouteArg::Auto)]
+        route: RouteArg,
     },
     /// Upload a checkpoint to the Hugging Face Hub as a PEFT adapter (token: $HF_TOKEN; Hub:
     /// $HF_ENDPOINT, else huggingface.co).
     #[command(name = "push-hf")]
     PushHf(PushHfArgs),
+}
+
+/// `--route` of `checkpoint download`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RouteArg {
+    Auto,
+    Export,
+    Archive,
+}
+
+impl From<RouteArg> for DownloadRoute {
+    fn from(r: RouteArg) -> DownloadRoute {
+        match r {
+            RouteArg::Auto => DownloadRoute::Auto,
+            RouteArg::Export => DownloadRoute::Export,
+            RouteArg::Archive => DownloadRoute::Archive,
+        }
+    }
 }
 
 /// Options of `checkpoint push-hf` (the official CLI's, so scripts parse the same).
@@ -151,7 +179,8 @@ pub(crate) fn execute(ctx: &Context, command: CheckpointCommand) -> CliResult {
             checkpoint_path,
             output,
             force,
-        } => download(ctx, &checkpoint_path, output, force),
+            route,
+        } => download(ctx, &checkpoint_path, output, force, route),
         CheckpointCommand::PushHf(args) => push_hf(ctx, &args),
     }
 }
@@ -457,15 +486,23 @@ fn confirm(paths: &[String]) -> CliResult<bool> {
     Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
 }
 
-fn download(ctx: &Context, path: &str, output: Option<PathBuf>, force: bool) -> CliResult {
+fn download(
+    ctx: &Context,
+    path: &str,
+    output: Option<PathBuf>,
+    force: bool,
+    route: RouteArg,
+) -> CliResult {
     check_path(path)?;
-    let rest = ctx.rest()?;
+    let service = ctx.service()?;
     let output_dir = output.unwrap_or_else(|| PathBuf::from("."));
     let options = DownloadOptions {
         force,
+        route: route.into(),
         ..DownloadOptions::default()
     };
-    let report = download_checkpoint(&rest, path, &output_dir, &options).map_err(download_error)?;
+    let report =
+        download_checkpoint_from(&service, path, &output_dir, &options).map_err(download_error)?;
     let destination = report.destination.display().to_string();
     let mut t = Table::properties(format!("Checkpoint Download: {path}"));
     t.prop("Checkpoint Path", path);
@@ -483,6 +520,10 @@ fn download(ctx: &Context, path: &str, output: Option<PathBuf>, force: bool) -> 
         json!({
             "checkpoint_path": path,
             "destination": destination,
+            "route": match report.route {
+                DownloadRoute::Archive => "archive",
+                _ => "export",
+            },
             "file_size_bytes": report.archive_bytes,
             "resumes": report.resumes,
             "files": files,
@@ -495,7 +536,9 @@ fn download(ctx: &Context, path: &str, output: Option<PathBuf>, force: bool) -> 
 fn download_error(e: DownloadError) -> CliError {
     match e {
         DownloadError::Api(api) => CliError::from(api),
-        DownloadError::InvalidPath { .. } => CliError::usage(e.to_string()),
+        DownloadError::InvalidPath { .. } | DownloadError::NotDownloadable { .. } => {
+            CliError::usage(e.to_string())
+        }
         DownloadError::DestinationExists(_) => CliError::new(Exit::Failed, e.to_string())
             .with_hint("Pass --force to replace it, or choose another --output folder."),
         other => CliError::new(Exit::Failed, format!("Download failed: {other}")),
@@ -553,11 +596,12 @@ impl Drop for ScratchDir {
 fn push_hf(ctx: &Context, args: &PushHfArgs) -> CliResult {
     let path = args.checkpoint_path.as_str();
     check_path(path)?;
-    let rest = ctx.rest()?;
-    let weights_info = rest.get_weights_info(path)?;
+    let service = ctx.service()?;
+    let weights_info = service.create_rest_client().get_weights_info(path)?;
     let scratch = ScratchDir::new()?;
-    let download = download_checkpoint(&rest, path, &scratch.0, &DownloadOptions::default())
-        .map_err(download_error)?;
+    let download =
+        download_checkpoint_from(&service, path, &scratch.0, &DownloadOptions::default())
+            .map_err(download_error)?;
 
     let mut options = HfPushOptions::new(path).with_weights_info(weights_info);
     options.repo_id = args.repo.clone();

@@ -4,7 +4,8 @@
 //!
 //! Settings come from, in order of precedence: command-line flags (`--api-key`, `--base-url`),
 //! then the environment (`TINKER_API_KEY`, `TINKER_BASE_URL`, … read by
-//! [`tinker_core::settings::Settings::from_env`]), then the defaults.
+//! [`tinker_core::settings::Settings::from_env`]), then, for the key only, the default stored by
+//! `tinker auth login` in `~/.tinker/credentials.json`, then the defaults.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -26,8 +27,9 @@ mod session;
 use output::Output;
 
 const AFTER_HELP: &str = "\
-Environment (flags win over the environment, the environment over defaults):
-  TINKER_API_KEY         API key (or --api-key)
+Environment (flags win over the environment, the environment over the stored login):
+  TINKER_API_KEY         API key (or --api-key; else the key stored by `tinker auth login`
+                         in ~/.tinker/credentials.json)
   TINKER_BASE_URL        API base URL (or --base-url)
   TINKER_CREDENTIAL_CMD  command printing a credential, run on every token fetch
   TINKER_LOG             log filter, e.g. `debug` or `tinker_core=trace` (-v / -vv win over it)
@@ -37,25 +39,28 @@ Exit codes:
   0  success
   1  the operation failed (API error, not found, one of several deletes failed, download failed)
   2  usage error (bad arguments, a path not of the form tinker://<run-id>/weights/<name>)
-  3  credentials or configuration (no API key, key rejected, malformed base URL)
-  4  the server could not be reached (connection failure, timeout)";
+  3  credentials or configuration (no API key, key rejected, malformed base URL or
+     ~/.tinker/credentials.json)
+  4  the server could not be reached (connection failure, timeout; check TINKER_BASE_URL,
+     bound the wait with --timeout)";
 
-/// Manage Tinker training runs, checkpoints, sessions and billing.
+/// The Tinker command-line interface: manage training runs, checkpoints, sessions, models,
+/// credentials and billing.
 #[derive(Debug, Parser)]
 #[command(name = "tinker", version, after_help = AFTER_HELP, propagate_version = true)]
 pub(crate) struct Cli {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Table, global = true)]
     format: Format,
-    /// API key (default: $TINKER_API_KEY).
+    /// API key (default: $TINKER_API_KEY, else the key stored by `tinker auth login`).
     #[arg(long, global = true, value_name = "KEY")]
     api_key: Option<String>,
     /// API base URL (default: $TINKER_BASE_URL, else the production service).
     #[arg(long, global = true, value_name = "URL")]
     base_url: Option<String>,
-    /// Give up on each API call after this many seconds (default: no bound beyond the SDK's retry
-    /// policies). The one-time configuration fetch at start-up keeps the SDK's retry policy,
-    /// which tries an unreachable server for about five minutes before exit code 4.
+    /// Give up on each API call after this many seconds, start-up configuration requests
+    /// included (exit code 4). Default: no bound beyond the SDK's retry policies, which try an
+    /// unreachable server for about five minutes.
     #[arg(long, global = true, value_name = "SECONDS")]
     timeout: Option<f64>,
     /// More logging on stderr: -v info, -vv debug, -vvv trace (default: $TINKER_LOG, else warn).
@@ -82,16 +87,16 @@ enum Command {
     /// Manage checkpoints.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
-    /// Inspect sessions.
+    /// List and inspect sessions, export their traces.
     #[command(subcommand)]
     Session(session::SessionCommand),
     /// List available models.
     #[command(subcommand)]
     Model(model::ModelCommand),
-    /// Check credentials and identity.
+    /// Log in and out, check your credentials and identity.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
-    /// Billing usage.
+    /// Billing usage and checkpoint storage.
     #[command(subcommand)]
     Billing(billing::BillingCommand),
     /// Show the version.
@@ -177,7 +182,7 @@ impl From<Error> for CliError {
             ErrorKind::Timeout => (
                 Exit::Unreachable,
                 "Request timeout",
-                Some("The request to the Tinker API timed out. Please try again."),
+                Some("The Tinker API did not answer in time. Check your network and TINKER_BASE_URL (or --base-url), or raise --timeout."),
             ),
             _ => match e.status() {
                 Some(status) => {
@@ -206,8 +211,25 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// Settings with the documented precedence: flags, then the environment, then defaults.
+    /// Settings with the documented precedence: flags, then the environment, then the key
+    /// stored by `tinker auth login`, then defaults.
     pub fn settings(&self) -> CliResult<Settings> {
+        let settings = self.base_settings()?;
+        if Context::has_credentials(&settings) {
+            return Ok(settings);
+        }
+        let stored = crate::credentials::read_credentials_text()
+            .and_then(|text| settings.with_stored_credentials(text.as_deref()))
+            .map_err(|e| {
+                CliError::new(Exit::Credentials, e.to_string()).with_hint(
+                    "Fix or delete ~/.tinker/credentials.json, or run `tinker auth login` again.",
+                )
+            })?;
+        Ok(stored)
+    }
+
+    /// Flags over the environment over defaults, without the stored credentials.
+    pub fn base_settings(&self) -> CliResult<Settings> {
         let mut settings = Settings::from_env().map_err(|e| {
             CliError::new(Exit::Credentials, e.to_string())
                 .with_hint("Fix or unset the environment variable named above.")
@@ -250,8 +272,19 @@ impl Context {
 
 pub(crate) fn no_credentials() -> CliError {
     CliError::new(Exit::Credentials, "No Tinker API key is configured").with_hint(
-        "Set the TINKER_API_KEY environment variable (or TINKER_CREDENTIAL_CMD), or pass --api-key.",
+        "Run `tinker auth login`, set the TINKER_API_KEY environment variable (or TINKER_CREDENTIAL_CMD), or pass --api-key.",
     )
+}
+
+/// A duration option given in seconds: finite and above zero, else a usage error naming `flag`.
+pub(crate) fn positive_seconds(flag: &str, seconds: f64) -> CliResult<std::time::Duration> {
+    if seconds.is_finite() && seconds > 0.0 {
+        Ok(std::time::Duration::from_secs_f64(seconds))
+    } else {
+        Err(CliError::usage(format!(
+            "{flag} must be a positive number of seconds, not {seconds}"
+        )))
+    }
 }
 
 /// Checks a `tinker://` checkpoint path before anything is sent.
@@ -278,14 +311,13 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
-    let timeout = match cli.timeout {
-        None => None,
-        Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
-        Some(s) => {
-            return report(&CliError::usage(format!(
-                "--timeout must be a positive number of seconds, not {s}"
-            )))
-        }
+    let timeout = match cli
+        .timeout
+        .map(|s| positive_seconds("--timeout", s))
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => return report(&e),
     };
     let ctx = Context {
         api_key: cli.api_key,

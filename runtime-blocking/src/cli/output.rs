@@ -102,8 +102,14 @@ impl Output {
         Output { json, table }
     }
 
+    /// Nothing to print: the command already wrote its result (e.g. a trace on stdout).
+    pub fn nothing() -> Output {
+        Output::new(Value::Null, Table::default())
+    }
+
     pub fn render(&self, format: Format) -> String {
         match format {
+            Format::Json if self.json.is_null() => String::new(),
             Format::Json => {
                 let mut s = serde_json::to_string_pretty(&self.json).unwrap_or_default();
                 s.push('\n');
