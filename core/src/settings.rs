@@ -278,6 +278,45 @@ impl Settings {
         Ok(s)
     }
 
+    /// Where `tinker auth login` keeps its keys: `$HOME/.tinker/credentials.json`, or `None`
+    /// when `HOME` is not set.
+    pub fn stored_login_path() -> Option<std::path::PathBuf> {
+        let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+        Some(std::path::PathBuf::from(home).join(crate::auth::CREDENTIALS_FILE))
+    }
+
+    /// [`Settings::from_env`], then the stored login of `tinker auth login` as the last
+    /// credential source ([`Settings::with_stored_credentials`]). The core does no I/O: the
+    /// runtime passes `read_file` (e.g. `std::fs::read_to_string`), called only when neither
+    /// `TINKER_API_KEY` nor `TINKER_CREDENTIAL_CMD` is set. A missing file is no error.
+    ///
+    /// ```no_run
+    /// use tinker_core::settings::Settings;
+    /// let settings = Settings::from_env_and_stored_login(|path| std::fs::read_to_string(path))?;
+    /// # Ok::<(), tinker_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed variable, or a credentials file that exists but cannot
+    /// be read or parsed (naming the file).
+    pub fn from_env_and_stored_login(
+        read_file: impl FnOnce(&std::path::Path) -> std::io::Result<String>,
+    ) -> Result<Settings> {
+        let settings = Settings::from_env()?;
+        if settings.api_key.is_some() || settings.credential_cmd.is_some() {
+            return Ok(settings);
+        }
+        let Some(path) = Settings::stored_login_path() else {
+            return Ok(settings);
+        };
+        match read_file(&path) {
+            Ok(text) => settings.with_stored_credentials(Some(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(settings),
+            Err(e) => Err(Error::Config(format!("reading {}: {e}", path.display()))),
+        }
+    }
+
     /// Explicit API key (wins over `TINKER_API_KEY`).
     pub fn with_api_key(mut self, key: impl Into<String>) -> Result<Settings> {
         self.api_key = Some(ApiKey::new(key)?);

@@ -14,14 +14,13 @@ use std::fs;
 use std::io::{self, Write as _};
 use std::path::PathBuf;
 
-use tinker_core::auth::{CredentialsFile, CREDENTIALS_FILE};
+use tinker_core::auth::CredentialsFile;
 use tinker_core::settings::Settings;
 use tinker_core::{Error, Result};
 
 /// `$HOME/.tinker/credentials.json`, or `None` when `HOME` is not set.
 pub fn credentials_path() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
-    Some(PathBuf::from(home).join(CREDENTIALS_FILE))
+    Settings::stored_login_path()
 }
 
 /// The file's text, `None` when there is no file (or no home folder).
@@ -89,15 +88,12 @@ pub fn save(file: &CredentialsFile) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Settings from the environment, then the stored default key as the last credential source.
+/// Settings from the environment, then the stored default key as the last credential source
+/// ([`Settings::from_env_and_stored_login`]).
 ///
 /// # Errors
 ///
 /// [`Error::Config`] for a malformed variable or credentials file.
 pub fn settings_from_env() -> Result<Settings> {
-    let settings = Settings::from_env()?;
-    if settings.api_key.is_some() || settings.credential_cmd.is_some() {
-        return Ok(settings);
-    }
-    settings.with_stored_credentials(read_credentials_text()?.as_deref())
+    Settings::from_env_and_stored_login(|path| fs::read_to_string(path))
 }

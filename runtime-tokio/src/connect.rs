@@ -34,9 +34,13 @@ pub fn connect_with(settings: Settings, options: ClientOptions) -> Result<Servic
     ServiceClient::new(settings, io, options.with_seed_if_unset(entropy))
 }
 
-/// [`connect`] with settings read from the environment (`TINKER_API_KEY`, `TINKER_BASE_URL`, …).
+/// [`connect`] with settings read from the environment (`TINKER_API_KEY`, `TINKER_BASE_URL`, …),
+/// then the stored login of `tinker auth login` as the last credential source
+/// ([`Settings::from_env_and_stored_login`]).
 pub fn connect_from_env() -> Result<ServiceClient> {
-    connect(Settings::from_env()?)
+    connect(Settings::from_env_and_stored_login(|path| {
+        std::fs::read_to_string(path)
+    })?)
 }
 
 /// The I/O of a tokio client, for [`ServiceClient::new`] with a custom transport (e.g. other
