@@ -124,21 +124,6 @@ impl ForwardBackwardOp {
         self.chunks.iter().map(|c| c.call.seq_id()).collect()
     }
 
-    /// Hands every chunk not yet submitted to the background to be sent anyway (its result is
-    /// discarded), whether or not the turn has started, and ends this machine. For a pass that
-    /// must reach the server because an earlier turn of the same call did (the backward pass of
-    /// `forward_backward_custom`).
-    pub fn send_detached(&mut self, ledger: &mut Ledger, now: Instant) {
-        for chunk in &mut self.chunks {
-            if chunk.call.holds_turn() {
-                chunk.call.hand_to_background(ledger);
-            }
-            chunk.call.cancel(ledger, now);
-        }
-        self.routes.clear();
-        self.done = true;
-    }
-
     /// How many requests the batch was split into.
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()
