@@ -170,7 +170,11 @@ impl Submission for Handed {
     fn check(&self) -> Result<()> {
         Ok(())
     }
-    fn build_attempt(&self, _: &RequestContext, _: &AttemptHeaders) -> Result<http::Request<Bytes>> {
+    fn build_attempt(
+        &self,
+        _: &RequestContext,
+        _: &AttemptHeaders,
+    ) -> Result<http::Request<Bytes>> {
         Err(crate::error::Error::Closed(
             "the call was handed to the background".into(),
         ))

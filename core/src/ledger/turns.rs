@@ -261,7 +261,11 @@ mod tests {
         assert!(t.may_submit(&fb.slot(1)) && t.may_submit(&fb.slot(2)));
         assert!(!t.may_submit(&fb.slot(0)));
         assert!(!t.may_submit(&opt.slot(0)));
-        assert_eq!(t.start_chunk(&opt.slot(0)), None, "a later turn cannot start");
+        assert_eq!(
+            t.start_chunk(&opt.slot(0)),
+            None,
+            "a later turn cannot start"
+        );
         assert_eq!(t.start_chunk(&fb.slot(2)), Some(3), "chunk 3 of ids 1..=3");
         assert_eq!(t.start_chunk(&fb.slot(1)), Some(2));
         assert_eq!(t.start_chunk(&fb.slot(0)), None, "chunk 1 still waits");
@@ -319,7 +323,11 @@ mod tests {
         let b = t.reserve("b", 1, ChunkOrder::Sequential);
         assert_eq!(t.start_chunk(&b.slot(0)), Some(1));
         assert_eq!(t.start_chunk(&a.slot(0)), Some(1));
-        assert_eq!(t.start_chunk(&a.slot(1)), None, "sequential: chunk 2 after chunk 1");
+        assert_eq!(
+            t.start_chunk(&a.slot(1)),
+            None,
+            "sequential: chunk 2 after chunk 1"
+        );
         t.finish_chunk(&a.slot(0));
         assert_eq!(t.start_chunk(&a.slot(1)), Some(2));
     }

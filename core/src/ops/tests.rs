@@ -180,7 +180,10 @@ fn a_forward_backward_cancelled_mid_turn_still_sends_every_chunk_in_the_backgrou
         .map(DetachedSubmission)
         .collect();
     assert_eq!(
-        detached.iter().map(DetachedSubmission::seq_id).collect::<Vec<_>>(),
+        detached
+            .iter()
+            .map(DetachedSubmission::seq_id)
+            .collect::<Vec<_>>(),
         [None, Some(2), Some(3)]
     );
     let mut server = FaultyServer::new(2, FaultConfig::none());
@@ -220,7 +223,11 @@ fn a_training_call_past_its_deadline_mid_turn_still_sends_its_chunks() {
         .into_iter()
         .map(DetachedSubmission)
         .collect();
-    assert_eq!(detached.len(), 3, "every chunk of the started turn is still sent");
+    assert_eq!(
+        detached.len(),
+        3,
+        "every chunk of the started turn is still sent"
+    );
     let mut server = FaultyServer::new(2, FaultConfig::none());
     let (results, _) = run_all(detached, &mut ledger, &mut server, &clock);
     assert!(results.iter().all(Result::is_ok), "{results:?}");

@@ -421,8 +421,7 @@ impl Sim {
                     continue;
                 }
                 let background = slot.label.starts_with(BACKGROUND);
-                if !background && cancel_probability > 0.0 && rng.next_f64() < cancel_probability
-                {
+                if !background && cancel_probability > 0.0 && rng.next_f64() < cancel_probability {
                     slot.machine.cancel(ledger, now);
                     slot.done = true;
                     report.cancelled += 1;
@@ -731,8 +730,7 @@ pub fn run_all<M: Machine>(
         };
         clock.advance_to(next);
         let now = clock.now();
-        let (due, pending): (Vec<_>, Vec<_>) =
-            in_flight.drain(..).partition(|(d, ..)| *d <= now);
+        let (due, pending): (Vec<_>, Vec<_>) = in_flight.drain(..).partition(|(d, ..)| *d <= now);
         in_flight = pending;
         for (_, i, attempt, reply) in due {
             let mut unit = Unit(&mut machines[i].0);

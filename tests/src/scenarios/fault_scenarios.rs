@@ -187,7 +187,11 @@ pub async fn a7_error_storm<R: Runtime>() {
                 && e.body.as_ref().and_then(|b| b["request_id"].as_str()) == Some(&request_id)
         })
         .count();
-    assert_eq!(polls, 2 + 4, "two 500s re-polled, then a 400 and its three re-polls");
+    assert_eq!(
+        polls,
+        2 + 4,
+        "two 500s re-polled, then a 400 and its three re-polls"
+    );
     env.server().set_faults(Vec::new());
     service.close(FinishReason::Success).await.unwrap();
 }
@@ -537,15 +541,24 @@ async fn heartbeat_loss_warns_once_per_outage<R: Runtime>() {
     };
     // Heartbeats keep failing: a warning once the threshold passes, and no other for five
     // more thresholds of failures.
-    assert!(eventually::<R>(|| overdue() >= 1).await, "the outage is reported");
+    assert!(
+        eventually::<R>(|| overdue() >= 1).await,
+        "the outage is reported"
+    );
     R::sleep(threshold * 5).await;
     assert_eq!(overdue(), 1, "one warning per outage");
     // A heartbeat succeeds again: no warning; then a second outage warns once more.
     env.server().set_faults(Vec::new());
-    assert!(eventually::<R>(heartbeat_ok).await, "a heartbeat succeeded in between");
+    assert!(
+        eventually::<R>(heartbeat_ok).await,
+        "a heartbeat succeeded in between"
+    );
     assert_eq!(overdue(), 1, "no warning while heartbeats succeed");
     env.server().set_faults(vec![failing()]);
-    assert!(eventually::<R>(|| overdue() >= 2).await, "the second outage is reported");
+    assert!(
+        eventually::<R>(|| overdue() >= 2).await,
+        "the second outage is reported"
+    );
     R::sleep(threshold * 5).await;
     assert_eq!(overdue(), 2, "a second outage, after a success, warns once");
     service.close(FinishReason::Success).await.unwrap();

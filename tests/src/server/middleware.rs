@@ -149,7 +149,9 @@ fn fault_response(fault: &Fault, nth: u64, endpoint: &str) -> Response {
             };
             // Every reply of the real service names its server-side log entry; a rule may set
             // its own value.
-            if let Ok(v) = HeaderValue::try_from(format!("fault-{nth}-{}", endpoint.replace('/', "."))) {
+            if let Ok(v) =
+                HeaderValue::try_from(format!("fault-{nth}-{}", endpoint.replace('/', ".")))
+            {
                 resp.headers_mut().insert("x-request-id", v);
             }
             for (k, v) in headers {
