@@ -144,6 +144,8 @@ pub struct Call {
     replayed: bool,
     /// The rejection being answered by an exchange, surfaced if the exchange fails.
     rejection: Option<Error>,
+    /// The training-run seq id this call's request carries, once its turn started.
+    seq_id: Option<u64>,
 }
 
 impl std::fmt::Debug for dyn Submission {
@@ -205,6 +207,7 @@ impl Call {
             sent_credential: 0,
             replayed: false,
             rejection: None,
+            seq_id: None,
         })
     }
 
@@ -222,6 +225,30 @@ impl Call {
     /// what layer R decides on). `None` for errors no layer could retry (timeouts, decoding).
     pub fn failure(&self) -> Option<Failure> {
         self.failure
+    }
+
+    /// The training-run seq id the request carries, once its turn started (`None` before, and
+    /// for requests outside a training run).
+    pub fn seq_id(&self) -> Option<u64> {
+        self.seq_id
+    }
+
+    /// The training run whose turn this call waits for, if any.
+    pub fn turn_model_id(&self) -> Option<&str> {
+        self.gates.turn.as_ref().map(|slot| slot.model_id.as_str())
+    }
+
+    /// Whether the call still holds its place in a training run's turn: its POST has not
+    /// returned a future, failed for good, or been cancelled.
+    pub fn holds_turn(&self) -> bool {
+        self.held.turn
+    }
+
+    /// The server answered this call's POST, but an operation took the reply itself (a save's
+    /// 409): the submission is over, so the call's turn is finished rather than handed to the
+    /// background when the call is then cancelled.
+    pub fn submission_answered(&mut self, ledger: &mut Ledger) {
+        self.release_submission(ledger);
     }
 
     /// HTTP attempts sent so far (submits and polls).
@@ -336,6 +363,94 @@ impl Call {
             }
         }
         None
+    }
+
+    /// Every gate is passed and the first POST is next: a call of a training run takes its seq
+    /// id now (starting its turn if it is the turn's first chunk to go) and puts it into its
+    /// request. Nothing to do for other calls, or when the id is already bound.
+    fn start_turn(&mut self, ledger: &mut Ledger) -> Result<()> {
+        let Some(slot) = &self.gates.turn else {
+            return Ok(());
+        };
+        if self.seq_id.is_some() || !self.held.turn {
+            return Ok(());
+        }
+        let Some(seq_id) = ledger.start_chunk(slot) else {
+            return Err(Error::Closed(format!(
+                "the training-run turn of this {} call was given up",
+                self.label()
+            )));
+        };
+        self.seq_id = Some(seq_id);
+        self.submission.bind_seq_id(seq_id)
+    }
+
+    /// Whether giving up on this call now would leave a hole in its training run's seq ids: it
+    /// still holds its place in a turn that has started.
+    fn must_still_send(&self, ledger: &Ledger) -> bool {
+        self.held.turn
+            && self
+                .gates
+                .turn
+                .as_ref()
+                .is_some_and(|slot| ledger.turn_started(&slot.model_id, slot.turn))
+    }
+
+    /// Hands this call to the background ([`Ledger::detach_call`]) to finish its POST, leaving
+    /// in its place a finished call that holds nothing. An attempt that was in flight is sent
+    /// again (same idempotency key and seq id: the server deduplicates); no deadline applies.
+    pub(crate) fn hand_to_background(&mut self, ledger: &mut Ledger) {
+        let husk = Call {
+            submission: Box::new(super::submission::Handed(self.spec)),
+            spec: self.spec,
+            opts: self.opts.clone(),
+            gates: Gates::default(),
+            held: Held::default(),
+            started: self.started,
+            submit_started: self.submit_started,
+            key: None,
+            http_retries: 0,
+            attempts: self.attempts,
+            holder: None,
+            future: None,
+            poll_last: None,
+            allow_metadata_only: false,
+            poll_errors: PollErrors::default(),
+            stage: Stage::Finished,
+            input: None,
+            events: VecDeque::new(),
+            result: None,
+            done: false,
+            failure: self.failure,
+            last_queue_state: self.last_queue_state.clone(),
+            poller: None,
+            completion_seen: false,
+            sent_credential: 0,
+            replayed: false,
+            rejection: None,
+            seq_id: self.seq_id,
+        };
+        let mut orphan = std::mem::replace(self, husk);
+        orphan.opts.deadline = None;
+        orphan.events.clear();
+        if orphan.input.is_none() {
+            match orphan.stage {
+                Stage::InFlight(_, Step::Exchange) => {
+                    if let Some(jwt) = ledger.jwt_mut() {
+                        jwt.abort_exchange();
+                    }
+                    ledger.bump();
+                    orphan.stage = Stage::Ready(Step::Submit);
+                }
+                Stage::InFlight(_, step) => {
+                    // Sent again with the same key: a retry as far as the server can tell.
+                    orphan.http_retries += 1;
+                    orphan.stage = Stage::Ready(step);
+                }
+                _ => {}
+            }
+        }
+        ledger.detach_call(orphan);
     }
 
     fn transmit(&mut self, ledger: &mut Ledger, step: Step, now: Instant) -> Output<CallResult> {
@@ -1076,6 +1191,9 @@ impl Machine for Call {
                     ledger.record_abandoned_future(id.to_owned());
                 }
             }
+            if self.must_still_send(ledger) {
+                self.hand_to_background(ledger);
+            }
             self.finish(ledger, Err(e));
             return self.poll_output(ledger, now);
         }
@@ -1098,6 +1216,10 @@ impl Machine for Call {
                     Output::Wait(Wait::blocked(reason, ledger.generation()).or_deadline(deadline))
                 }
                 None => {
+                    if let Err(e) = self.start_turn(ledger) {
+                        self.finish(ledger, Err(e));
+                        return self.poll_output(ledger, now);
+                    }
                     self.stage = Stage::Ready(Step::Submit);
                     self.poll_output(ledger, now)
                 }
@@ -1181,11 +1303,69 @@ impl Machine for Call {
             }
             ledger.bump();
         }
+        if self.must_still_send(ledger) {
+            self.hand_to_background(ledger);
+        }
         self.release_all(ledger);
         self.stage = Stage::Finished;
         self.input = None;
         self.events.clear();
         self.done = true;
+    }
+}
+
+/// Drives a call handed to the background ([`Ledger::detach_call`]) until its POST is over —
+/// the server returned a future, or the submission failed for good — and then drops it: the
+/// result nobody waits for is never polled. Done at once for a call that holds no turn.
+///
+/// Its purpose is the training run's seq ids: a turn that started sending is sent in full, so
+/// the server, which runs a run's requests strictly in seq order, never waits for a missing id.
+#[derive(Debug)]
+pub struct DetachedSubmission(pub Call);
+
+impl DetachedSubmission {
+    /// The seq id the call carries.
+    pub fn seq_id(&self) -> Option<u64> {
+        self.0.seq_id
+    }
+}
+
+impl Machine for DetachedSubmission {
+    type Output = ();
+
+    fn poll_output(&mut self, ledger: &mut Ledger, now: Instant) -> Output<()> {
+        loop {
+            if !self.0.holds_turn() {
+                self.0.cancel(ledger, now);
+                return Output::Done(Ok(()));
+            }
+            match self.0.poll_output(ledger, now) {
+                // A poll of the future after the submission was accepted is never sent: the
+                // check at the top of the loop ends the machine first.
+                Output::Transmit(t) if self.0.holds_turn() => return Output::Transmit(t),
+                Output::Transmit(_) | Output::Event(_) => {}
+                Output::Wait(w) => return Output::Wait(w),
+                Output::Done(r) => return Output::Done(r.map(|_| ())),
+            }
+        }
+    }
+
+    fn handle_response(
+        &mut self,
+        attempt: AttemptId,
+        head: http::response::Parts,
+        body: Bytes,
+        now: Instant,
+    ) {
+        self.0.handle_response(attempt, head, body, now);
+    }
+
+    fn handle_transport_error(&mut self, attempt: AttemptId, error: TransportError, now: Instant) {
+        self.0.handle_transport_error(attempt, error, now);
+    }
+
+    fn cancel(&mut self, ledger: &mut Ledger, now: Instant) {
+        self.0.cancel(ledger, now);
     }
 }
 

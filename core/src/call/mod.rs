@@ -15,7 +15,10 @@
 //! 3. While waiting, honour the [`Wait`]: wake at `until`, when a transmit completes, or when the
 //!    ledger's generation moves past the one in `blocked`.
 //! 4. After [`Output::Done`], stop. If the caller gives up earlier, call [`Machine::cancel`]:
-//!    it refunds budgets, finishes the call's training turn and forgets outstanding attempts.
+//!    it refunds budgets, finishes the call's training turn and forgets outstanding attempts —
+//!    except that a call whose training turn has started (its seq ids are taken) is handed to
+//!    the background ([`crate::ledger::Ledger::detach_call`]) to finish its POST, so the server
+//!    never waits for an id nobody sends.
 //!
 //! The two drivers in [`crate::drive`] implement this contract once for async code and once for
 //! blocking code.
@@ -29,7 +32,8 @@ mod jwt_tests;
 mod tests;
 
 pub use machine::Call;
-pub use submission::{Submission, WithCredential};
+pub use machine::DetachedSubmission;
+pub use submission::{Sequenced, Submission, TrainingRequest, WithCredential};
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};

@@ -27,6 +27,12 @@ pub trait Submission: Send + Sync {
     fn result_type(&self) -> Option<RequestType>;
     /// The per-read timeout.
     fn read_timeout_duration(&self) -> Duration;
+    /// Puts the training run's seq id into the request, once, when its turn starts (just before
+    /// the first attempt is built). Requests without a seq id ignore it.
+    fn bind_seq_id(&mut self, seq_id: u64) -> Result<()> {
+        let _ = seq_id;
+        Ok(())
+    }
 }
 
 impl<R: ApiRequest + Send + Sync> Submission for R {
@@ -89,5 +95,97 @@ impl<R: ApiRequest + Send + Sync> Submission for WithCredential<R> {
     }
     fn read_timeout_duration(&self) -> Duration {
         self.request.read_timeout_duration()
+    }
+    fn bind_seq_id(&mut self, seq_id: u64) -> Result<()> {
+        self.request.bind_seq_id(seq_id)
+    }
+}
+
+/// A request of a training run whose `seq_id` is filled in when its turn starts
+/// ([`crate::ops::training`] builds one).
+pub trait TrainingRequest: ApiRequest + Send + Sync {
+    /// Sets the request's `seq_id`.
+    fn set_seq_id(&mut self, seq_id: u64);
+}
+
+/// A [`TrainingRequest`] as a submission: its seq id is bound when the turn starts.
+#[derive(Debug)]
+pub struct Sequenced<R>(pub R);
+
+impl<R: TrainingRequest> Submission for Sequenced<R> {
+    fn spec(&self) -> &'static EndpointSpec {
+        self.0.spec()
+    }
+    fn check(&self) -> Result<()> {
+        self.0.check()
+    }
+    fn build_attempt(
+        &self,
+        context: &RequestContext,
+        attempt: &AttemptHeaders,
+    ) -> Result<http::Request<Bytes>> {
+        self.0.build_attempt(context, attempt)
+    }
+    fn rendered_path(&self, context: &RequestContext) -> String {
+        self.0.rendered_path(context)
+    }
+    fn result_type(&self) -> Option<RequestType> {
+        self.0.result_type()
+    }
+    fn read_timeout_duration(&self) -> Duration {
+        self.0.read_timeout_duration()
+    }
+    fn bind_seq_id(&mut self, seq_id: u64) -> Result<()> {
+        self.0.set_seq_id(seq_id);
+        Ok(())
+    }
+}
+
+macro_rules! training_request {
+    ($($t:ty),* $(,)?) => {$(
+        impl TrainingRequest for $t {
+            fn set_seq_id(&mut self, seq_id: u64) {
+                self.seq_id = Some(seq_id);
+            }
+        }
+    )*};
+}
+
+training_request!(
+    crate::types::OptimStepRequest,
+    crate::types::SaveWeightsRequest,
+    crate::types::SaveWeightsForSamplerRequest,
+    crate::types::SaveWeightsExternalRequest,
+    crate::types::LoadWeightsRequest,
+);
+
+/// Stands in for a call's request after the call was handed to the background
+/// ([`super::Call`] keeps nothing of it).
+pub(super) struct Handed(pub(super) &'static EndpointSpec);
+
+impl Submission for Handed {
+    fn spec(&self) -> &'static EndpointSpec {
+        self.0
+    }
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    fn build_attempt(
+        &self,
+        _: &RequestContext,
+        _: &AttemptHeaders,
+    ) -> Result<http::Request<Bytes>> {
+        Err(crate::error::Error::Closed(
+            "the call was handed to the background".into(),
+        ))
+    }
+    fn rendered_path(&self, _: &RequestContext) -> String {
+        self.0.path.to_owned()
+    }
+    fn result_type(&self) -> Option<RequestType> {
+        None
+    }
+    fn read_timeout_duration(&self) -> Duration {
+        Duration::ZERO
     }
 }

@@ -156,6 +156,8 @@ impl Housekeeping {
         });
         let config = HousekeeperConfig {
             config_refresh_interval: refresh,
+            heartbeat_period: shared.options.heartbeat_period,
+            heartbeat_warn_after: shared.options.heartbeat_warn_after,
             ..HousekeeperConfig::default()
         };
         let housekeeper = Housekeeper::new(config, telemetry, now);
@@ -239,7 +241,8 @@ fn platform_name() -> String {
 }
 
 /// Resolves when the task has something to do before its next timer: a stop request it has
-/// not seen, telemetry recorded by the clients, or an abandoned future to cancel.
+/// not seen, telemetry recorded by the clients, an abandoned future to cancel, or a detached
+/// call to send.
 struct Nudged {
     control: Arc<Control>,
     exec: Exec,
@@ -263,7 +266,7 @@ impl Future for Nudged {
             inbox.waker = Some(cx.waker().clone());
         }
         let mut ledger = self.exec.ledger.lock();
-        if ledger.has_abandoned_futures() {
+        if ledger.has_abandoned_futures() || ledger.has_detached_calls() {
             return Poll::Ready(());
         }
         ledger.set_background_waker(cx.waker());
@@ -318,6 +321,27 @@ async fn cancel_abandoned(exec: &Exec, request_ids: Vec<String>, timeout: Durati
         }
     });
     futures_util::future::join_all(sends).await;
+}
+
+/// Finishes the POSTs of calls given up after their training turn started (so the run's seq
+/// ids reach the server without a hole), on a task of their own: a submission that keeps being
+/// retried must not hold up heartbeats. Results are discarded; failures are only logged.
+fn send_detached(exec: &Exec, calls: Vec<crate::call::Call>) {
+    let task_exec = exec.clone();
+    let task = async move {
+        let exec = &task_exec;
+        let sends = calls.into_iter().map(|call| async move {
+            let seq_id = call.seq_id();
+            let result = exec
+                .run(crate::call::DetachedSubmission(call), CallSite::new("", None))
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(seq_id, error = %e, "a request given up mid-turn could not be sent; the server may wait for its seq id");
+            }
+        });
+        futures_util::future::join_all(sends).await;
+    };
+    exec.runtime.spawn(Box::pin(task));
 }
 
 /// Sends one ack-only `retrieve_futures` poll for the first poller that has acknowledgements
@@ -419,6 +443,12 @@ async fn run(
         };
         if !cancels.is_empty() {
             cancel_abandoned(&exec, cancels, budget(CANCEL_TIMEOUT)).await;
+            continue;
+        }
+        // Calls given up after their training turn started: their POSTs still go out.
+        let detached = exec.ledger.lock().take_detached_calls();
+        if !detached.is_empty() {
+            send_detached(&exec, detached);
             continue;
         }
         // Acknowledgements no waiting sample will carry (7.7).

@@ -28,7 +28,8 @@
 //! # Ordering and pipelining
 //!
 //! A training client's requests reach the server in the order its methods were *called*: each
-//! method reserves its sequence number synchronously, before returning its future. Methods that
+//! method reserves its turn synchronously, before returning its future (its seq id is taken when
+//! the turn starts sending). Methods that
 //! start a server-side computation resolve once the request is submitted and return a
 //! [`Pending`], so a step is two submissions followed by two waits:
 //!
@@ -57,7 +58,9 @@
 //!
 //! Dropping any future or [`Pending`] at any point abandons the call and leaves the ledger
 //! consistent (budgets refunded, the training run's turn advanced), so later calls on the same
-//! client proceed.
+//! client proceed. A training request dropped before it was sent takes no seq id; one dropped
+//! after its turn started sending (some chunks out) is finished by the background task, its
+//! result discarded, so the server never waits for a missing seq id.
 
 mod exec;
 mod housekeeping;

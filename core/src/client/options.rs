@@ -74,6 +74,13 @@ pub struct ClientOptions {
     /// default injects the W3C trace context of the current span (`traceparent`,
     /// `tracestate`) through the global OpenTelemetry propagator; otherwise none.
     pub header_injector: Option<HeaderInjector>,
+    /// How often the session heartbeat is sent (10 s, as the SDK does). Shorten it only to
+    /// exercise session expiry in tests.
+    pub heartbeat_period: Duration,
+    /// After this long without a successful heartbeat the client logs one `tracing` warning
+    /// (the server may end the session), and another only after a heartbeat succeeded again
+    /// (120 s, as the SDK does).
+    pub heartbeat_warn_after: Duration,
 }
 
 impl Default for ClientOptions {
@@ -87,6 +94,8 @@ impl Default for ClientOptions {
             seed: None,
             metrics_enabled: true,
             header_injector: default_header_injector(),
+            heartbeat_period: Duration::from_secs(10),
+            heartbeat_warn_after: Duration::from_secs(120),
         }
     }
 }
@@ -108,6 +117,8 @@ impl fmt::Debug for ClientOptions {
                 "header_injector",
                 &self.header_injector.as_ref().map(|_| "Fn"),
             )
+            .field("heartbeat_period", &self.heartbeat_period)
+            .field("heartbeat_warn_after", &self.heartbeat_warn_after)
             .finish()
     }
 }
@@ -116,6 +127,14 @@ impl ClientOptions {
     /// Sets the client-wide deadline of every call.
     pub fn with_default_deadline(mut self, deadline: Duration) -> ClientOptions {
         self.default_deadline = Some(deadline);
+        self
+    }
+
+    /// Sets how long heartbeats may fail before the one warning (default 120 s), and their
+    /// period (default 10 s).
+    pub fn with_heartbeat(mut self, period: Duration, warn_after: Duration) -> ClientOptions {
+        self.heartbeat_period = period;
+        self.heartbeat_warn_after = warn_after;
         self
     }
 

@@ -57,7 +57,8 @@ struct Run {
 /// A training run: forward/backward passes, optimizer steps, checkpoints.
 ///
 /// Requests of one training client reach the server in the order they were *made* (each method
-/// reserves its sequence number synchronously, before its future is first polled), so
+/// reserves its turn synchronously, before its future is first polled; the seq id follows when
+/// the turn starts sending, so a call dropped before that leaves no hole), so
 /// `forward_backward` and `optim_step` can be submitted back to back and their results awaited
 /// afterwards:
 ///
@@ -336,8 +337,8 @@ impl TrainingClient {
                 let save = crate::ops::training::<_, SaveWeightsResponse>(
                     ledger,
                     &model_id.clone(),
-                    move |seq| {
-                        let mut req = SaveWeightsRequest::new(model_id, seq, name);
+                    {
+                        let mut req = SaveWeightsRequest::new(model_id, 0, name);
                         req.ttl_seconds = options.ttl_seconds;
                         req.overwrite = options.overwrite;
                         req.user_metadata = options.user_metadata.map(stringify_metadata);
@@ -384,7 +385,7 @@ impl TrainingClient {
                 crate::ops::training::<_, LoadWeightsResponse>(
                     ledger,
                     &model_id.clone(),
-                    move |seq| LoadWeightsRequest::onto_model(model_id, seq, path, optimizer),
+                    LoadWeightsRequest::onto_model(model_id, 0, path, optimizer),
                     opts,
                 )
             },
@@ -418,8 +419,8 @@ impl TrainingClient {
                 let save = crate::ops::training::<_, SaveWeightsForSamplerResponse>(
                     ledger,
                     &model_id.clone(),
-                    move |seq| {
-                        let mut req = SaveWeightsForSamplerRequest::named(model_id, seq, name);
+                    {
+                        let mut req = SaveWeightsForSamplerRequest::named(model_id, 0, name);
                         req.ttl_seconds = options.ttl_seconds;
                         req.user_metadata = options.user_metadata;
                         req
@@ -448,14 +449,12 @@ impl TrainingClient {
                     crate::ops::training::<_, SaveWeightsForSamplerResponse>(
                         ledger,
                         &model_id.clone(),
-                        move |seq| {
-                            SaveWeightsForSamplerRequest::for_sampling_session(
-                                model_id,
-                                seq,
-                                sampling_seq,
-                                kind,
-                            )
-                        },
+                        SaveWeightsForSamplerRequest::for_sampling_session(
+                            model_id,
+                            0,
+                            sampling_seq,
+                            kind,
+                        ),
                         opts,
                     )
                 },
@@ -515,8 +514,8 @@ impl TrainingClient {
                 crate::ops::training::<_, SaveWeightsExternalResponse>(
                     ledger,
                     &model_id.clone(),
-                    move |seq| {
-                        let mut req = SaveWeightsExternalRequest::new(model_id, seq, name);
+                    {
+                        let mut req = SaveWeightsExternalRequest::new(model_id, 0, name);
                         req.ttl_seconds = ttl_seconds;
                         req.age_encryption_recipients = age_recipients;
                         req

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{drive_async, drive_blocking};
-use crate::call::{CallOptions, Event, Machine};
+use crate::call::{CallOptions, DetachedSubmission, Event, Machine};
 use crate::endpoints::RequestContext;
 use crate::io::TransportErrorKind;
 use crate::ledger::{Ledger, SharedLedger};
@@ -194,7 +194,7 @@ impl crate::io::AsyncHttp for Silent {
 }
 
 #[test]
-fn dropping_an_async_call_mid_flight_refunds_its_budget_and_advances_its_turn() {
+fn dropping_an_async_call_mid_flight_hands_its_chunk_to_the_background_and_the_turn_advances() {
     use std::future::Future;
     let shared = ledger(1);
     let clock = VirtualClock::new(start());
@@ -220,11 +220,24 @@ fn dropping_an_async_call_mid_flight_refunds_its_budget_and_advances_its_turn() 
         "the chunk's bytes are held"
     );
     drop(fut);
-    assert_eq!(shared.lock().fwdbwd_budget().outstanding(), 0);
-    // The optim_step behind it goes at once.
+    // Its POST (seq 1) may or may not have reached the server: the chunk is handed to the
+    // background, still holding its bytes, and sent again.
+    let detached = shared.lock().take_detached_calls();
+    assert_eq!(detached.len(), 1);
+    assert_eq!(shared.lock().fwdbwd_budget().outstanding(), 1);
     let http = FakeHttp::new(FaultyServer::new(1, FaultConfig::none()), clock.clone());
+    for call in detached {
+        let sent = drive_blocking(DetachedSubmission(call), &shared, &http, &clock, |_| {});
+        assert!(sent.is_ok(), "{sent:?}");
+    }
+    assert_eq!(shared.lock().fwdbwd_budget().outstanding(), 0);
+    // The optim_step behind it follows with the next id.
     let result = drive_blocking(second, &shared, &http, &clock, |_| {});
     assert!(result.is_ok(), "{result:?}");
+    let trace = http.trace();
+    assert_eq!(trace.len(), 3, "chunk, step, the step's poll: {trace:#?}");
+    assert!(trace[0].contains("/forward_backward") && trace[0].contains("retry=1"));
+    assert!(trace[1].contains(r#""seq_id":2"#), "{trace:#?}");
     assert!(shared.lock().is_quiescent());
 }
 

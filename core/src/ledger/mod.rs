@@ -19,22 +19,25 @@
 //!
 //! let ctx = RequestContext::new("http://127.0.0.1:8000", ApiKey::new("tml-test-key-0001").unwrap()).unwrap();
 //! let mut ledger = Ledger::new(ctx, 7);
-//! let fb = ledger.reserve_seq_ids("sess:train:0", 3, ChunkOrder::FirstChunkLast);
-//! let step = ledger.reserve_seq_ids("sess:train:0", 1, ChunkOrder::Sequential);
-//! assert_eq!((fb.first_seq_id, step.first_seq_id), (1, 4));
+//! let fb = ledger.reserve_turn("sess:train:0", 3, ChunkOrder::FirstChunkLast);
+//! let step = ledger.reserve_turn("sess:train:0", 1, ChunkOrder::Sequential);
+//! // Seq ids are taken when a turn starts sending, in turn order.
+//! assert_eq!(ledger.start_chunk(&fb.slot(1)), Some(2));
+//! assert_eq!(ledger.start_chunk(&step.slot(0)), None, "waits for the forward_backward");
 //! ```
 
 mod shared;
 mod turns;
 
 pub use shared::{Changed, LedgerGuard, SharedLedger};
-pub use turns::{ChunkOrder, Reservation, TurnSlot, TurnTable};
+pub use turns::{ChunkOrder, Reservation, StartedTurn, TurnSlot, TurnTable};
 
 use std::collections::BTreeMap;
 use std::task::Waker;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::auth::JwtState;
+use crate::call::Call;
 use crate::endpoints::RequestContext;
 use crate::flow::{
     Acquire, ByteBudget, BytePermit, CompletionPoller, SamplingDispatch, SamplingDispatchConfig,
@@ -81,6 +84,7 @@ pub struct Ledger {
     sampling_retry: SamplingRetryConfig,
     progress: BTreeMap<String, ProgressWatch>,
     abandoned_futures: Vec<String>,
+    detached: Vec<Call>,
     completion_pollers: BTreeMap<(String, u64), CompletionPoller>,
     background_waker: Option<Waker>,
     jwt: Option<(JwtState, ApiKey)>,
@@ -117,6 +121,7 @@ impl Ledger {
             sampling_retry: SamplingRetryConfig::default(),
             progress: BTreeMap::new(),
             abandoned_futures: Vec::new(),
+            detached: Vec::new(),
             completion_pollers: BTreeMap::new(),
             background_waker: None,
             jwt: None,
@@ -263,18 +268,15 @@ impl Ledger {
 
     // ------------------------------------------------------------------ training turns
 
-    /// Reserves `count` seq ids of the training run as its next turn (call time, before I/O).
-    pub fn reserve_seq_ids(
-        &mut self,
-        model_id: &str,
-        count: usize,
-        order: ChunkOrder,
-    ) -> Reservation {
+    /// Reserves the training run's next turn of `count` chunks (call time, before I/O). Its seq
+    /// ids are taken when it starts sending ([`Ledger::start_chunk`]).
+    pub fn reserve_turn(&mut self, model_id: &str, count: usize, order: ChunkOrder) -> Reservation {
         self.turns.reserve(model_id, count, order)
     }
 
-    /// `forward_backward_custom` with a client-side loss (0.38): `2k` ids up front, as two
-    /// consecutive turns (forward chunks, then backward chunks with the same boundaries).
+    /// `forward_backward_custom` with a client-side loss (0.38): two consecutive turns of
+    /// `chunks` each (forward chunks, then backward chunks with the same boundaries), so `2k`
+    /// consecutive ids once both have started.
     pub fn reserve_custom_loss(
         &mut self,
         model_id: &str,
@@ -286,11 +288,23 @@ impl Ledger {
         (forward, backward)
     }
 
-    /// Gives back a reservation that will never be submitted: its turn is finished.
+    /// Gives back a reservation that will never be submitted: its turn is finished. Only for a
+    /// turn that has not started (see [`Ledger::turn_started`]); a started one must be sent.
     pub fn release_reservation(&mut self, reservation: &Reservation) {
         if self.turns.release(reservation) {
             self.bump();
         }
+    }
+
+    /// The chunk in `slot` passed its gates and is about to POST: starts its turn if needed and
+    /// returns its seq id (`None` if it may not submit, or its turn is gone).
+    pub fn start_chunk(&mut self, slot: &TurnSlot) -> Option<u64> {
+        self.turns.start_chunk(slot)
+    }
+
+    /// Whether the turn of `reservation` has started (took its seq ids) and is still open.
+    pub fn turn_started(&self, model_id: &str, turn: u64) -> bool {
+        self.turns.started_at(model_id, turn).is_some()
     }
 
     /// Whether the chunk in `slot` may POST now.
@@ -303,6 +317,11 @@ impl Ledger {
         if self.turns.finish_chunk(slot) {
             self.bump();
         }
+    }
+
+    /// Keeps a record of every turn that starts ([`TurnTable::history`]), for checks.
+    pub fn keep_turn_history(&mut self) {
+        self.turns.keep_history();
     }
 
     /// The turn tables (read-only, for tests and diagnostics).
@@ -474,8 +493,8 @@ impl Ledger {
         !self.abandoned_futures.is_empty()
     }
 
-    /// Registers the housekeeper's waker: woken once when a future is abandoned, so cancels go
-    /// out promptly rather than at the housekeeper's next timer.
+    /// Registers the housekeeper's waker: woken once when a future is abandoned or a call is
+    /// detached, so the background acts promptly rather than at its next timer.
     pub fn set_background_waker(&mut self, waker: &Waker) {
         self.background_waker = Some(waker.clone());
     }
@@ -484,6 +503,28 @@ impl Ledger {
     pub fn take_abandoned_futures(&mut self, max: usize) -> Vec<String> {
         let n = max.min(self.abandoned_futures.len());
         self.abandoned_futures.drain(..n).collect()
+    }
+
+    /// Hands over a call whose training turn has started but which its caller gave up on (or
+    /// which must be sent for a call that failed): the background drives it until its POST is
+    /// over and discards the result, so the turn's seq ids all reach the server
+    /// ([`crate::call::DetachedSubmission`]).
+    pub fn detach_call(&mut self, call: Call) {
+        self.detached.push(call);
+        self.bump();
+        if let Some(w) = self.background_waker.take() {
+            self.wakers.push(w);
+        }
+    }
+
+    /// Whether detached calls wait to be driven.
+    pub fn has_detached_calls(&self) -> bool {
+        !self.detached.is_empty()
+    }
+
+    /// Takes every detached call, to drive in the background.
+    pub fn take_detached_calls(&mut self) -> Vec<Call> {
+        std::mem::take(&mut self.detached)
     }
 
     /// The `retrieve_futures` completion poller of a sampling session's clone (7.7), created on
@@ -516,6 +557,7 @@ impl Ledger {
             && self.sampling.in_flight() == 0
             && self.sampling.bytes_balance() == self.sampling.config().bytes as i64
             && self.turns.open_turns() == 0
+            && self.detached.is_empty()
             && self
                 .completion_pollers
                 .values()

@@ -2,24 +2,25 @@
 //! (protocol.md 11.1-11.3, 8.9).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::batching::{combine_forward_backward_outputs, plan_chunks, ChunkLimits, DatumChunk};
 use crate::call::{
-    AttemptId, Call, CallOptions, CallResult, FuturePayload, Gates, Machine, Output, Wait,
+    AttemptId, Call, CallOptions, CallResult, FuturePayload, Gates, Machine, Output, Submission,
+    Wait,
 };
-use crate::endpoints::ForwardBackward;
+use crate::endpoints::{AttemptHeaders, EndpointSpec, ForwardBackward, RequestContext};
 use crate::error::{Error, Result};
 use crate::io::TransportError;
-use crate::ledger::{ChunkOrder, Ledger, Reservation, TurnSlot};
+use crate::ledger::{ChunkOrder, Ledger, Reservation};
 use crate::proto::{
     compress_body, decode_forward_backward_output, encode_forward_backward,
     ForwardBackwardRequestRef, ZSTD_LEVEL,
 };
 use crate::retry::ClientKind;
-use crate::types::{Datum, ForwardBackwardOutput, LossConfigValue, LossFn};
+use crate::types::{Datum, ForwardBackwardOutput, LossConfigValue, LossFn, RequestType};
 
 /// The user's arguments of one forward_backward (or forward) call.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,11 +44,16 @@ struct Chunk {
     result: Option<ForwardBackwardOutput>,
 }
 
-/// A forward_backward call as one machine: validates and chunks the batch, reserves the seq ids
-/// (one turn), encodes each chunk (protobuf, zstd when the server asks), submits each chunk with
+/// A forward_backward call as one machine: validates and chunks the batch, reserves one turn,
+/// encodes each chunk when it is first sent (its seq id is known only then: protobuf, zstd when
+/// the server asks; retries reuse the encoded body), submits each chunk with
 /// its estimated bytes taken from the dispatch budget during its POST — chunks 2..k first and
 /// chunk 1 last with `parallel_fwdbwd_chunks` — polls every chunk's future and combines the
 /// results in datum order.
+///
+/// Cancelling it before any chunk was sent gives the turn back (no seq id is used); once one
+/// chunk went out, the unsent chunks are handed to the background and sent anyway, so the
+/// run's seq ids have no hole (the result is discarded).
 #[derive(Debug)]
 pub struct ForwardBackwardOp {
     chunks: Vec<Chunk>,
@@ -65,14 +71,14 @@ impl ForwardBackwardOp {
         opts: CallOptions,
     ) -> Result<ForwardBackwardOp> {
         let chunks = plan_for(ledger, &args.data)?;
-        let reservation = ledger.reserve_seq_ids(&args.model_id, chunks.len(), chunk_order(ledger));
+        let reservation = ledger.reserve_turn(&args.model_id, chunks.len(), chunk_order(ledger));
         ForwardBackwardOp::with_reservation(ledger, args, &chunks, reservation, opts)
     }
 
     /// Validates and plans a batch for `forward_backward_custom` (client-side loss, 0.38) and
-    /// reserves its `2k` seq ids: the forward pass uses the first reservation, the backward pass
-    /// (same chunk boundaries) the second. Give an unused reservation back with
-    /// [`Ledger::release_reservation`].
+    /// reserves its two turns (`2k` seq ids once sent): the forward pass uses the first
+    /// reservation, the backward pass (same chunk boundaries) the second. Give a reservation
+    /// whose turn has not started back with [`Ledger::release_reservation`].
     pub fn reserve_custom(
         ledger: &mut Ledger,
         model_id: &str,
@@ -93,7 +99,7 @@ impl ForwardBackwardOp {
         reservation: Reservation,
         opts: CallOptions,
     ) -> Result<ForwardBackwardOp> {
-        match build_chunks(ledger, &args, chunks, &reservation, opts) {
+        match build_chunks(ledger, args, chunks, &reservation, opts) {
             Ok(calls) => Ok(ForwardBackwardOp {
                 chunks: calls,
                 routes: BTreeMap::new(),
@@ -107,9 +113,15 @@ impl ForwardBackwardOp {
         }
     }
 
-    /// The seq ids this call uses.
+    /// The turn this call holds (its seq ids are taken when it starts sending).
     pub fn reservation(&self) -> &Reservation {
         &self.reservation
+    }
+
+    /// The seq ids the chunks carry, in chunk order; `None` for a chunk whose turn has not
+    /// started yet.
+    pub fn seq_ids(&self) -> Vec<Option<u64>> {
+        self.chunks.iter().map(|c| c.call.seq_id()).collect()
     }
 
     /// How many requests the batch was split into.
@@ -153,7 +165,7 @@ fn plan_for(ledger: &Ledger, data: &[Datum]) -> Result<Vec<DatumChunk>> {
 
 fn build_chunks(
     ledger: &mut Ledger,
-    args: &ForwardBackwardArgs,
+    args: ForwardBackwardArgs,
     chunks: &[DatumChunk],
     reservation: &Reservation,
     mut opts: CallOptions,
@@ -172,55 +184,128 @@ fn build_chunks(
         opts.queue_client = Some((ClientKind::Training, args.model_id.clone()));
     }
     let compress = ledger.client_config().proto_compress_fwdbwd;
+    let total = args.data.len();
+    // Each chunk takes its datums by move: they are encoded when the chunk is first sent.
+    let mut datums = args.data.into_iter();
+    let mut next = 0;
     let mut out = Vec::with_capacity(chunks.len());
-    // Only zstd needs an intermediate plain body; one scratch buffer serves every chunk.
-    let mut scratch = Vec::new();
     for (i, chunk) in chunks.iter().enumerate() {
-        let data = args.data.get(chunk.range.clone()).ok_or_else(|| {
-            Error::invalid("forward_backward", "a chunk range lies outside the batch")
-        })?;
-        let seq_id = i32::try_from(reservation.seq_id(i))
-            .map_err(|_| Error::invalid("seq_id", "the training run ran out of seq ids"))?;
-        let request = ForwardBackwardRequestRef {
-            model_id: &args.model_id,
-            seq_id,
-            data,
-            loss_fn: args.loss_fn,
-            loss_fn_config: args.loss_fn_config.as_ref(),
-            forward_only: args.forward_only,
-        };
-        let bytes = if compress {
-            scratch.clear();
-            encode_forward_backward(&request, &mut scratch)?;
-            Bytes::from(compress_body(&scratch, ZSTD_LEVEL)?)
-        } else {
-            // Encoded straight into the body that is sent (the encoder reserves the exact size),
-            // so the multi-MB chunk is not copied once more.
-            let mut body = Vec::new();
-            encode_forward_backward(&request, &mut body)?;
-            Bytes::from(body)
-        };
+        if chunk.range.start != next || chunk.range.end > total {
+            return Err(Error::invalid(
+                "forward_backward",
+                "a chunk range lies outside the batch",
+            ));
+        }
+        next = chunk.range.end;
+        let data: Vec<Datum> = datums.by_ref().take(chunk.range.len()).collect();
         let gates = Gates {
-            turn: Some(TurnSlot {
-                model_id: args.model_id.clone(),
-                turn: reservation.turn,
-                chunk: i,
-            }),
+            turn: Some(reservation.slot(i)),
             fwdbwd_bytes: Some(chunk.estimated_bytes as u64),
             sampling_estimate: None,
         };
-        let submit = ForwardBackward {
-            body: bytes,
-            compressed: compress,
-            forward_only: args.forward_only,
+        let datum_count = data.len();
+        let submit = ChunkRequest {
+            submit: ForwardBackward {
+                body: Bytes::new(),
+                compressed: compress,
+                forward_only: args.forward_only,
+            },
+            unsent: Some(UnsentChunk {
+                model_id: args.model_id.clone(),
+                data,
+                loss_fn: args.loss_fn,
+                loss_fn_config: args.loss_fn_config.clone(),
+            }),
         };
         out.push(Chunk {
             call: Call::new(ledger, submit, opts.clone(), gates)?,
-            datums: data.len(),
+            datums: datum_count,
             result: None,
         });
     }
     Ok(out)
+}
+
+/// A chunk's request before its turn started: the datums, kept (moved from the batch) until
+/// the seq id is known.
+#[derive(Debug)]
+struct UnsentChunk {
+    model_id: String,
+    data: Vec<Datum>,
+    loss_fn: LossFn,
+    loss_fn_config: Option<BTreeMap<String, LossConfigValue>>,
+}
+
+/// One chunk as a submission: encoded (and zstd-compressed when the server asks) once, when its
+/// seq id is bound at first send; every retry reuses the encoded body.
+#[derive(Debug)]
+struct ChunkRequest {
+    /// The endpoint request; its body is empty until the seq id is bound.
+    submit: ForwardBackward,
+    /// The chunk's data until it is encoded.
+    unsent: Option<UnsentChunk>,
+}
+
+impl Submission for ChunkRequest {
+    fn spec(&self) -> &'static EndpointSpec {
+        self.submit.spec()
+    }
+    fn check(&self) -> Result<()> {
+        // The batch was validated when it was planned.
+        Ok(())
+    }
+    fn build_attempt(
+        &self,
+        context: &RequestContext,
+        attempt: &AttemptHeaders,
+    ) -> Result<http::Request<Bytes>> {
+        if self.unsent.is_some() {
+            return Err(Error::Closed(
+                "internal error: a forward_backward chunk was sent before its seq id was known"
+                    .into(),
+            ));
+        }
+        self.submit.build_attempt(context, attempt)
+    }
+    fn rendered_path(&self, context: &RequestContext) -> String {
+        self.submit.rendered_path(context)
+    }
+    fn result_type(&self) -> Option<RequestType> {
+        self.submit.result_type()
+    }
+    fn read_timeout_duration(&self) -> Duration {
+        self.submit.read_timeout_duration()
+    }
+    fn bind_seq_id(&mut self, seq_id: u64) -> Result<()> {
+        let Some(chunk) = self.unsent.take() else {
+            return Ok(());
+        };
+        let seq_id = i32::try_from(seq_id)
+            .map_err(|_| Error::invalid("seq_id", "the training run ran out of seq ids"))?;
+        let request = ForwardBackwardRequestRef {
+            model_id: &chunk.model_id,
+            seq_id,
+            data: &chunk.data,
+            loss_fn: chunk.loss_fn,
+            loss_fn_config: chunk.loss_fn_config.as_ref(),
+            forward_only: self.submit.forward_only,
+        };
+        self.submit.body = encode_chunk(&request, self.submit.compressed)?;
+        Ok(())
+    }
+}
+
+/// The body of one chunk: protobuf, zstd-compressed when `compress`.
+fn encode_chunk(request: &ForwardBackwardRequestRef<'_>, compress: bool) -> Result<Bytes> {
+    let mut body = Vec::new();
+    encode_forward_backward(request, &mut body)?;
+    if compress {
+        Ok(Bytes::from(compress_body(&body, ZSTD_LEVEL)?))
+    } else {
+        // Encoded straight into the body that is sent (the encoder reserves the exact size),
+        // so the multi-MB chunk is not copied once more.
+        Ok(Bytes::from(body))
+    }
 }
 
 fn decode_chunk(result: CallResult, datums: usize) -> Result<ForwardBackwardOutput> {

@@ -37,9 +37,10 @@ enum Phase {
 }
 
 /// `forward_backward_custom(data, loss)`: exactly one forward round trip and one backward round
-/// trip, with both passes' seq ids reserved when the call is made (`2k` ids for `k` chunks, the
-/// backward pass on the same chunk boundaries), so a request made right after it (an
-/// `optim_step`) runs after the backward pass.
+/// trip, with both passes' turns reserved when the call is made (two consecutive turns of `k`
+/// chunks, the backward pass on the same chunk boundaries), so a request made right after it
+/// (an `optim_step`) runs after the backward pass. Each turn takes its `k` seq ids when it
+/// starts sending, so the server sees `2k` consecutive ids, as with the official SDK.
 ///
 /// 1. forward (`cross_entropy`, forward only) on [`forward_pass_data`];
 /// 2. [`extract_logprobs`], aligned with each datum's `target_tokens`, then the loss on a
@@ -50,8 +51,21 @@ enum Phase {
 ///    `surrogate_loss:sum` = the server's).
 ///
 /// The loss runs inside [`Machine::poll_output`], i.e. with the ledger locked: it should be a
-/// computation, not a wait. A failure or cancellation before the backward pass is sent gives its
-/// seq ids back, so later requests of the run are not held up.
+/// computation, not a wait.
+///
+/// # Cancellation and failure
+///
+/// * Before the forward pass started sending: both turns are given back; no seq id is used.
+/// * Once a forward chunk went out: the rest of the forward pass is still sent in the
+///   background (a started turn is always sent in full) and its result discarded.
+/// * Before the backward pass started sending (cancelled, the forward pass failed, or the loss
+///   returned an error): the backward turn is given back. It has taken no seq id yet, so the
+///   next request of the run takes the id right after the forward pass's: there is no hole for
+///   the server to wait out, and no backward pass needs to be sent. (A backward pass with all
+///   weights zero — a zero gradient — would also fill the ids, at the cost of `k` useless
+///   requests; with ids taken at send time it is not needed.)
+/// * Once a backward chunk went out: the rest of the backward pass, with the gradients the
+///   loss computed, is sent in the background and its result discarded.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -75,13 +89,15 @@ enum Phase {
 /// let mut op = ForwardBackwardCustomOp::new(
 ///     &mut ledger, "s:train:0".into(), vec![datum], Arc::new(nll), CallOptions::default(),
 /// ).unwrap();
-/// // Seq ids 1 (forward) and 2 (backward) are taken now; an optim_step would get 3.
-/// assert_eq!(ledger.turns().next_seq_id("s:train:0"), 3);
+/// // Two turns are reserved now; no seq id is taken before a pass starts sending.
+/// assert_eq!(ledger.turns().open_turns(), 2);
 /// # #[allow(clippy::disallowed_methods)]
 /// let now = Instant::now();
 /// let Output::Transmit(t) = op.poll_output(&mut ledger, now) else { panic!() };
-/// // The forward pass is a `forward_backward` request with `forward_only` set.
+/// // The forward pass is a `forward_backward` request with `forward_only` set; it took seq 1,
+/// // and the backward pass will take 2 when it starts.
 /// assert_eq!(t.request.uri().path(), "/api/v1/forward_backward");
+/// assert_eq!(ledger.turns().next_seq_id("s:train:0"), 2);
 /// ```
 pub struct ForwardBackwardCustomOp {
     model_id: String,
@@ -110,7 +126,7 @@ impl std::fmt::Debug for ForwardBackwardCustomOp {
 
 impl ForwardBackwardCustomOp {
     /// Validates the batch (every datum needs `target_tokens`), plans its chunks, reserves the
-    /// `2k` seq ids and builds the forward pass. Errors before anything is sent or reserved.
+    /// two turns and builds the forward pass. Errors before anything is sent or reserved.
     pub fn new(
         ledger: &mut Ledger,
         model_id: String,
@@ -313,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn both_passes_are_reserved_up_front_and_cancelling_gives_both_back() {
+    fn both_passes_are_reserved_up_front_and_cancelling_before_sending_gives_both_back() {
         let mut ledger = Sim::ledger(1);
         let mut op = ForwardBackwardCustomOp::new(
             &mut ledger,
@@ -323,21 +339,59 @@ mod tests {
             CallOptions::default(),
         )
         .unwrap();
-        // Forward = seq 1, backward = seq 2; a request made now gets 3 and waits two turns.
+        // Forward and backward turns; a request made now waits for both.
         assert_eq!((op.chunk_count(), op.request_count()), (1, 2));
-        assert_eq!(ledger.turns().next_seq_id("m"), 3);
         assert_eq!(ledger.turns().open_turns(), 2);
         #[allow(clippy::disallowed_methods)]
         let now = std::time::Instant::now();
-        let Output::Transmit(t) = op.poll_output(&mut ledger, now) else {
-            panic!("the forward pass is sent first")
-        };
-        assert_eq!(t.request.uri().path(), "/api/v1/forward_backward");
         op.cancel(&mut ledger, now);
         assert_eq!(ledger.turns().open_turns(), 0);
+        assert_eq!(ledger.turns().next_seq_id("m"), 1, "no seq id was used");
+        assert!(!ledger.has_detached_calls());
         assert!(matches!(
             op.poll_output(&mut ledger, now),
             Output::Done(Err(Error::Closed(_)))
         ));
+    }
+
+    #[test]
+    fn cancelled_after_the_forward_pass_went_out_the_next_request_follows_it_without_a_hole() {
+        use crate::call::DetachedSubmission;
+        use crate::sim::{run_all, run_one, FaultConfig, FaultyServer, VirtualClock};
+        use crate::types::{AdamParams, StepParams};
+        let mut ledger = Sim::ledger(1);
+        #[allow(clippy::disallowed_methods)]
+        let clock = VirtualClock::new(std::time::Instant::now());
+        let mut op = ForwardBackwardCustomOp::new(
+            &mut ledger,
+            "m".into(),
+            vec![datum(3), datum(3)],
+            dpo(),
+            CallOptions::default(),
+        )
+        .unwrap();
+        let params = StepParams::Adam(AdamParams::with_learning_rate(1e-4));
+        let step =
+            crate::ops::optim_step(&mut ledger, "m", params, CallOptions::default()).unwrap();
+        let Output::Transmit(_) = op.poll_output(&mut ledger, clock.now()) else {
+            panic!("the forward pass is sent first")
+        };
+        // The caller gives up with the forward POST (seq 1) in flight.
+        op.cancel(&mut ledger, clock.now());
+        let detached: Vec<_> = ledger
+            .take_detached_calls()
+            .into_iter()
+            .map(DetachedSubmission)
+            .collect();
+        assert_eq!(detached.len(), 1, "the forward chunk is still sent");
+        let mut server = FaultyServer::new(3, FaultConfig::none());
+        let (sent, _) = run_all(detached, &mut ledger, &mut server, &clock);
+        assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+        // The backward turn never started: the step takes seq 2, right after the forward pass.
+        let (result, trace) = run_one(step, &mut ledger, &mut server, &clock);
+        assert!(result.is_ok(), "{trace:#?}");
+        let seqs: Vec<u64> = server.accepted().iter().map(|(_, s)| *s).collect();
+        assert_eq!(seqs, [1, 2]);
+        assert!(ledger.is_quiescent());
     }
 }

@@ -1,7 +1,7 @@
 //! Operations: what the clients' methods run, as sans-IO [`Machine`]s built from calls.
 //!
-//! Every constructor takes the ledger (to reserve seq ids and draw keys *at call time*, before any
-//! I/O) and returns a machine to hand to a driver ([`crate::drive::drive_async`] or
+//! Every constructor takes the ledger (to reserve the training run's turn and draw keys *at call
+//! time*, before any I/O; seq ids are taken when the turn starts sending) and returns a machine to hand to a driver ([`crate::drive::drive_async`] or
 //! [`crate::drive::drive_blocking`]). Invalid input is an error from the constructor, before
 //! anything is sent.
 //!
@@ -47,12 +47,13 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::call::{
-    AttemptId, Call, CallOptions, CallResult, FuturePayload, Gates, Machine, Output,
+    AttemptId, Call, CallOptions, CallResult, FuturePayload, Gates, Machine, Output, Sequenced,
+    TrainingRequest,
 };
 use crate::endpoints::{ApiRequest, EndpointSpec, ResponseBody};
 use crate::error::{Error, Result};
 use crate::io::TransportError;
-use crate::ledger::{ChunkOrder, Ledger, TurnSlot};
+use crate::ledger::{ChunkOrder, Ledger};
 use crate::types::{
     CreateModelRequest, CreateModelResponse, OptimStepRequest, OptimStepResponse, StepParams,
 };
@@ -76,6 +77,11 @@ impl<T> TypedCall<T> {
     /// The underlying call.
     pub fn call(&self) -> &Call {
         &self.call
+    }
+
+    /// The underlying call, mutably.
+    pub fn call_mut(&mut self) -> &mut Call {
+        &mut self.call
     }
 }
 
@@ -207,30 +213,27 @@ where
     Ok(TypedCall::new(call, decode_future_json::<T>))
 }
 
-/// A request of a training run: reserves the run's next seq id and turn now, builds the
-/// request with that seq id, and submits it in turn order (optim_step, save_weights,
-/// save_weights_for_sampler, save_weights_external, load_weights onto a model).
+/// A request of a training run: reserves the run's next turn now and submits the request in
+/// turn order (optim_step, save_weights, save_weights_for_sampler, save_weights_external,
+/// load_weights onto a model). Build `request` with any seq id (0 by convention): the run's
+/// next seq id is put in when its turn starts, just before it is sent, so a call given up
+/// before that takes no id.
 pub fn training<R, T>(
     ledger: &mut Ledger,
     model_id: &str,
-    build: impl FnOnce(u64) -> R,
+    request: R,
     opts: CallOptions,
 ) -> Result<TypedCall<T>>
 where
-    R: ApiRequest + Send + Sync + 'static,
+    R: TrainingRequest + 'static,
     T: DeserializeOwned,
 {
-    let reservation = ledger.reserve_seq_ids(model_id, 1, ChunkOrder::Sequential);
-    let request = build(reservation.first_seq_id);
+    let reservation = ledger.reserve_turn(model_id, 1, ChunkOrder::Sequential);
     let gates = Gates {
-        turn: Some(TurnSlot {
-            model_id: model_id.to_owned(),
-            turn: reservation.turn,
-            chunk: 0,
-        }),
+        turn: Some(reservation.slot(0)),
         ..Gates::default()
     };
-    match Call::new(ledger, request, opts, gates) {
+    match Call::new(ledger, Sequenced(request), opts, gates) {
         Ok(call) => Ok(TypedCall::new(call, decode_future_json::<T>)),
         Err(e) => {
             ledger.release_reservation(&reservation);
@@ -256,11 +259,6 @@ pub fn optim_step(
     params: StepParams,
     opts: CallOptions,
 ) -> Result<TypedCall<OptimStepResponse>> {
-    let id = model_id.to_owned();
-    training(
-        ledger,
-        model_id,
-        move |seq| OptimStepRequest::new(id, seq, params),
-        opts,
-    )
+    let request = OptimStepRequest::new(model_id, 0, params);
+    training(ledger, model_id, request, opts)
 }

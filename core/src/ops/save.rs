@@ -174,7 +174,9 @@ impl<T: SavedCheckpoint> Machine for IdempotentSave<T> {
                     else {
                         continue;
                     };
-                    // The save's call is over either way: finish its turn now.
+                    // The save's call is over either way: the server answered its POST, so
+                    // its turn is finished now.
+                    self.save.call_mut().submission_answered(ledger);
                     self.save.cancel(ledger, now);
                     self.stage = match on_save_conflict(attempt) {
                         ConflictAction::Fail => Stage::Done(Some(Err(error))),
@@ -316,7 +318,7 @@ mod tests {
         let call = crate::ops::training::<_, SaveWeightsResponse>(
             ledger,
             RUN,
-            move |seq| SaveWeightsRequest::new(RUN, seq, n),
+            SaveWeightsRequest::new(RUN, 0, n),
             CallOptions::default(),
         )
         .unwrap();
@@ -438,7 +440,7 @@ mod tests {
         let call = crate::ops::training::<_, SaveWeightsForSamplerResponse>(
             &mut ledger,
             RUN,
-            |seq| SaveWeightsForSamplerRequest::named(RUN, seq, "final"),
+            SaveWeightsForSamplerRequest::named(RUN, 0, "final"),
             CallOptions::default(),
         )
         .unwrap();

@@ -3,10 +3,10 @@
 use std::time::Instant;
 
 use super::{ForwardBackwardArgs, ForwardBackwardOp, SampleOp};
-use crate::call::{CallOptions, Machine};
+use crate::call::{CallOptions, DetachedSubmission, Machine};
 use crate::error::ErrorKind;
 use crate::ledger::Ledger;
-use crate::sim::{run_one, FaultConfig, FaultyServer, Reply, Scripted, Sim, VirtualClock};
+use crate::sim::{run_all, run_one, FaultConfig, FaultyServer, Reply, Scripted, Sim, VirtualClock};
 use crate::types::{
     AdamParams, Datum, LossFn, ModelInput, SampleRequest, SamplingParams, StepParams, TensorData,
 };
@@ -135,35 +135,104 @@ fn invalid_datums_are_rejected_before_anything_is_reserved_or_sent() {
 }
 
 #[test]
-fn a_cancelled_forward_backward_never_blocks_the_next_one() {
+fn a_forward_backward_cancelled_before_it_was_sent_takes_no_seq_id() {
     let mut ledger = Sim::ledger(1);
+    let clock = clock();
+    let mut dropped =
+        ForwardBackwardOp::new(&mut ledger, args("m", batch(5)), CallOptions::default()).unwrap();
+    let params = StepParams::Adam(AdamParams::with_learning_rate(1e-4));
+    let step = super::optim_step(&mut ledger, "m", params, CallOptions::default()).unwrap();
+    // Made first, so the step waits for it; but its caller gives up before anything is sent.
+    assert_eq!(dropped.seq_ids(), [None, None, None]);
+    dropped.cancel(&mut ledger, clock.now());
+    assert!(!ledger.has_detached_calls());
+    let mut server = FaultyServer::new(2, FaultConfig::none());
+    let (result, trace) = run_one(step, &mut ledger, &mut server, &clock);
+    assert!(result.is_ok());
+    // The step takes seq 1: no hole for the server to wait out.
+    assert!(trace[0].contains(r#""seq_id":1"#), "{trace:#?}");
+    assert!(ledger.is_quiescent());
+}
+
+#[test]
+fn a_forward_backward_cancelled_mid_turn_still_sends_every_chunk_in_the_background() {
+    let mut ledger = Sim::ledger(1);
+    let clock = clock();
     let mut first =
         ForwardBackwardOp::new(&mut ledger, args("m", batch(5)), CallOptions::default()).unwrap();
     let second =
         ForwardBackwardOp::new(&mut ledger, args("m", batch(3)), CallOptions::default()).unwrap();
-    assert_eq!(first.reservation().first_seq_id, 1);
     assert_eq!(first.chunk_count(), 3);
-    assert_eq!(second.reservation().first_seq_id, 4);
-    let clock = clock();
-    // The first call gets as far as sending chunks 2 and 3, then its caller gives up.
+    // The first call gets as far as handing out chunks 2 and 3 (seq 2 and 3: the turn started
+    // and took ids 1..=3), then its caller gives up with both POSTs in flight.
     let mut sent = 0;
     while let crate::call::Output::Transmit(_) = first.poll_output(&mut ledger, clock.now()) {
         sent += 1;
     }
     assert_eq!(sent, 2, "chunk 1 waits for chunks 2 and 3");
+    assert_eq!(first.seq_ids(), [None, Some(2), Some(3)]);
     first.cancel(&mut ledger, clock.now());
+    // Its three unsent chunks are handed over, with the seq ids they carry (chunk 1's comes
+    // from its turn once it is sent).
+    let detached: Vec<_> = ledger
+        .take_detached_calls()
+        .into_iter()
+        .map(DetachedSubmission)
+        .collect();
+    assert_eq!(
+        detached
+            .iter()
+            .map(DetachedSubmission::seq_id)
+            .collect::<Vec<_>>(),
+        [None, Some(2), Some(3)]
+    );
     let mut server = FaultyServer::new(2, FaultConfig::none());
+    let (results, _) = run_all(detached, &mut ledger, &mut server, &clock);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
     let (result, trace) = run_one(second, &mut ledger, &mut server, &clock);
     assert_eq!(result.unwrap().loss_fn_outputs.len(), 3);
+    let seqs: Vec<u64> = server.accepted().iter().map(|(_, s)| *s).collect();
+    // Turn order within each call, and ids 1..=5 without a hole.
+    assert_eq!(seqs[2], 1, "chunk 1 of the abandoned call last: {seqs:?}");
+    assert_eq!(&seqs[3..], [5, 4], "{trace:#?}");
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [1, 2, 3, 4, 5]);
+    assert!(ledger.is_quiescent());
+}
+
+#[test]
+fn a_training_call_past_its_deadline_mid_turn_still_sends_its_chunks() {
+    let mut ledger = Sim::ledger(1);
+    let clock = clock();
+    let deadline = clock.now() + std::time::Duration::from_secs(1);
+    let mut op = ForwardBackwardOp::new(
+        &mut ledger,
+        args("m", batch(5)),
+        CallOptions::default().with_deadline(Some(deadline)),
+    )
+    .unwrap();
+    while let crate::call::Output::Transmit(_) = op.poll_output(&mut ledger, clock.now()) {}
+    clock.advance_to(deadline);
+    let crate::call::Output::Done(Err(e)) = op.poll_output(&mut ledger, clock.now()) else {
+        panic!("the deadline ends the call")
+    };
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    let detached: Vec<_> = ledger
+        .take_detached_calls()
+        .into_iter()
+        .map(DetachedSubmission)
+        .collect();
     assert_eq!(
-        server
-            .accepted()
-            .iter()
-            .map(|(_, s)| *s)
-            .collect::<Vec<_>>(),
-        [5, 4],
-        "chunk 2 (seq 5) before chunk 1 (seq 4): {trace:#?}"
+        detached.len(),
+        3,
+        "every chunk of the started turn is still sent"
     );
+    let mut server = FaultyServer::new(2, FaultConfig::none());
+    let (results, _) = run_all(detached, &mut ledger, &mut server, &clock);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let seqs: Vec<u64> = server.accepted().iter().map(|(_, s)| *s).collect();
+    assert_eq!(seqs, [2, 3, 1]);
     assert!(ledger.is_quiescent());
 }
 
@@ -186,13 +255,13 @@ fn compressed_chunks_travel_as_zstd_and_sequential_mode_keeps_seq_order() {
 }
 
 #[test]
-fn custom_loss_reserves_two_k_ids_so_the_next_request_follows_the_backward_pass() {
+fn custom_loss_reserves_two_turns_so_the_next_request_follows_the_backward_pass() {
     let mut ledger = Sim::ledger(1);
     let data = batch(5);
     let (chunks, forward, backward) =
         ForwardBackwardOp::reserve_custom(&mut ledger, "m", &data).unwrap();
     assert_eq!(chunks.len(), 3);
-    assert_eq!((forward.first_seq_id, backward.first_seq_id), (1, 4));
+    assert_eq!(backward.turn, forward.turn + 1);
     let params = StepParams::Adam(AdamParams::with_learning_rate(1e-4));
     let step = super::optim_step(&mut ledger, "m", params, CallOptions::default()).unwrap();
     let forward_only = ForwardBackwardArgs {
@@ -212,11 +281,13 @@ fn custom_loss_reserves_two_k_ids_so_the_next_request_follows_the_backward_pass(
     let (result, trace) = run_one(op, &mut ledger, &mut server, &clock);
     assert!(result.is_ok());
     assert!(trace.iter().all(|l| !l.contains("/optim_step")));
-    // The user's loss failed: the backward pass is never sent; its turn is given back.
+    // The user's loss failed: the backward pass is never sent; its turn, not started, is given
+    // back without taking an id, so the step follows the forward pass directly.
+    assert!(!ledger.turn_started("m", backward.turn));
     ledger.release_reservation(&backward);
     let (result, trace) = run_one(step, &mut ledger, &mut server, &clock);
     assert!(result.is_ok());
-    assert!(trace[0].contains(r#""seq_id":7"#), "{trace:#?}");
+    assert!(trace[0].contains(r#""seq_id":4"#), "{trace:#?}");
     assert!(ledger.is_quiescent());
 }
 

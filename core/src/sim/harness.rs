@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::http::describe;
 use super::telemetry::SimTelemetry;
 use super::{FaultConfig, FaultyServer, Reply, Server, VirtualClock};
-use crate::call::{AttemptId, CallOptions, Machine, Output, Wait};
+use crate::call::{AttemptId, CallOptions, DetachedSubmission, Machine, Output, Wait};
 use crate::endpoints::RequestContext;
 use crate::error::Result;
 use crate::io::{TransportError, TransportErrorKind};
@@ -73,6 +73,11 @@ pub struct SimReport {
     pub elapsed: Duration,
     /// Broken invariants; empty on a good run.
     pub violations: Vec<String>,
+    /// Training runs with a request that failed for good (not a timeout): the server may never
+    /// have seen its seq id.
+    pub failed_runs: std::collections::BTreeSet<String>,
+    /// Calls handed to the background after their caller gave up mid-turn.
+    pub detached: usize,
 }
 
 /// A machine with its result erased, so different operations share one list.
@@ -108,6 +113,22 @@ struct Slot {
     /// Submit attempts: (time, idempotency key, retry count).
     submits: Vec<(Instant, String, u32)>,
     bounded: bool,
+}
+
+/// The label prefix of slots that drive detached calls (never cancelled by the simulation).
+const BACKGROUND: &str = "bg";
+
+/// The training run a slot's label (`fb<run>.<k>`, `step<run>.<k>`, `bg<n>:<model>`) belongs to.
+fn run_of(label: &str) -> Option<String> {
+    if let Some(rest) = label.strip_prefix(BACKGROUND) {
+        return rest.split_once(':').map(|(_, model)| model.to_owned());
+    }
+    let rest = label
+        .strip_prefix("fb")
+        .or_else(|| label.strip_prefix("step"))
+        .or_else(|| label.strip_prefix("final"))?;
+    let run = rest.split('.').next()?;
+    Some(format!("sim:train:{run}"))
 }
 
 /// The public method a slot's label stands for (telemetry names it).
@@ -155,6 +176,7 @@ impl Sim {
         )
         .unwrap_or_else(|_| unreachable!("a valid URL"));
         let mut ledger = Ledger::new(ctx, seed);
+        ledger.keep_turn_history();
         let mut config = ledger.client_config().clone();
         config.fwdbwd_max_chunk_len = 2;
         config.fwdbwd_dispatch_bytes_semaphore_size = 600;
@@ -189,8 +211,6 @@ impl Sim {
         let mut server = FaultyServer::new(config.seed ^ 0x5EED, config.faults);
         let mut rng = Rng::from_seed(config.seed.wrapping_mul(31).wrapping_add(7));
         let mut slots: Vec<Slot> = Vec::new();
-        // seq id -> turn, per training run, for the turn-order check.
-        let mut turns: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
 
         let deadline = |rng: &mut Rng| {
             (rng.next_f64() < config.deadline_probability)
@@ -209,16 +229,7 @@ impl Sim {
                         forward_only: false,
                     };
                     match ForwardBackwardOp::new(&mut ledger, args, opts) {
-                        Ok(op) => {
-                            let r = op.reservation().clone();
-                            for i in 0..r.count {
-                                turns
-                                    .entry(model_id.clone())
-                                    .or_default()
-                                    .insert(r.seq_id(i), r.turn);
-                            }
-                            (format!("fb{run}.{k}"), Box::new(Unit(op)))
-                        }
+                        Ok(op) => (format!("fb{run}.{k}"), Box::new(Unit(op))),
                         Err(e) => {
                             report.violations.push(format!("fb{run}.{k}: {e}"));
                             continue;
@@ -227,14 +238,7 @@ impl Sim {
                 } else {
                     let params = StepParams::Adam(AdamParams::with_learning_rate(1e-4));
                     match ops::optim_step(&mut ledger, &model_id, params, opts) {
-                        Ok(op) => {
-                            let seq = ledger.turns().next_seq_id(&model_id) - 1;
-                            let turn = turns
-                                .get(&model_id)
-                                .map_or(0, |t| t.values().max().map_or(0, |m| m + 1));
-                            turns.entry(model_id.clone()).or_default().insert(seq, turn);
-                            (format!("step{run}.{k}"), Box::new(Unit(op)))
-                        }
+                        Ok(op) => (format!("step{run}.{k}"), Box::new(Unit(op))),
                         Err(e) => {
                             report.violations.push(format!("step{run}.{k}: {e}"));
                             continue;
@@ -286,7 +290,16 @@ impl Sim {
         );
         Sim::check_slots(&slots, &mut report);
 
-        // Turn order as the server saw it.
+        // Turn order as the server saw it: seq id -> turn, per run, from the turns that started.
+        let mut turns: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
+        for started in ledger.turns().history() {
+            for i in 0..started.count as u64 {
+                turns
+                    .entry(started.model_id.clone())
+                    .or_default()
+                    .insert(started.first_seq_id + i, started.turn);
+            }
+        }
         let mut last_turn: BTreeMap<&str, u64> = BTreeMap::new();
         for (model, seq) in server.accepted() {
             let Some(turn) = turns.get(model).and_then(|t| t.get(seq)) else {
@@ -299,6 +312,36 @@ impl Sim {
                 ));
             }
             *last = (*last).max(*turn);
+        }
+        // No hole: every seq id a turn took reached the server, so it never waits out a gap
+        // (unless a submission of that run failed for good, which the server may never see).
+        for (model, ids) in &turns {
+            if report.failed_runs.contains(model) {
+                continue;
+            }
+            let reached: std::collections::BTreeSet<u64> = server
+                .accepted()
+                .iter()
+                .filter(|(m, _)| m == model)
+                .map(|(_, s)| *s)
+                .collect();
+            let expected: Vec<u64> = (1..=ids.len() as u64).collect();
+            let taken: Vec<u64> = ids.keys().copied().collect();
+            if taken != expected {
+                report
+                    .violations
+                    .push(format!("{model}: turns took seq ids {taken:?}, not 1..=n"));
+            }
+            let missing: Vec<u64> = taken
+                .iter()
+                .filter(|s| !reached.contains(s))
+                .copied()
+                .collect();
+            if !missing.is_empty() {
+                report.violations.push(format!(
+                    "{model}: seq ids {missing:?} never reached the server (a gap)"
+                ));
+            }
         }
         if !ledger.is_quiescent() {
             report
@@ -360,7 +403,7 @@ impl Sim {
 
     #[allow(clippy::too_many_arguments)]
     fn drive(
-        slots: &mut [Slot],
+        slots: &mut Vec<Slot>,
         ledger: &mut Ledger,
         server: &mut FaultyServer,
         clock: &VirtualClock,
@@ -372,11 +415,13 @@ impl Sim {
         let start = clock.start();
         for _step in 0..1_000_000 {
             let now = clock.now();
+            let generation = ledger.generation();
             for (i, slot) in slots.iter_mut().enumerate() {
                 if slot.done {
                     continue;
                 }
-                if cancel_probability > 0.0 && rng.next_f64() < cancel_probability {
+                let background = slot.label.starts_with(BACKGROUND);
+                if !background && cancel_probability > 0.0 && rng.next_f64() < cancel_probability {
                     slot.machine.cancel(ledger, now);
                     slot.done = true;
                     report.cancelled += 1;
@@ -420,6 +465,11 @@ impl Sim {
                                 Err(e) => {
                                     telemetry.on_error(method_of(&slot.label), &e);
                                     report.failed += 1;
+                                    if e.kind() != crate::ErrorKind::Timeout {
+                                        if let Some(run) = run_of(&slot.label) {
+                                            report.failed_runs.insert(run);
+                                        }
+                                    }
                                 }
                             }
                             if let Output::Transmit(_) = slot.machine.poll_output(ledger, now) {
@@ -432,6 +482,24 @@ impl Sim {
                         }
                     }
                 }
+            }
+            // Calls given up mid-turn are sent by the background, as the housekeeper does.
+            for call in ledger.take_detached_calls() {
+                report.detached += 1;
+                let model = call.turn_model_id().unwrap_or_default().to_owned();
+                slots.push(Slot {
+                    label: format!("{BACKGROUND}{}:{model}", report.detached),
+                    machine: Box::new(DetachedSubmission(call)),
+                    in_flight: Vec::new(),
+                    wait: None,
+                    done: false,
+                    submits: Vec::new(),
+                    bounded: false,
+                });
+            }
+            if slots.iter().any(|s| !s.done && s.wait.is_none()) {
+                // A new background slot has not been polled yet.
+                continue;
             }
             // The next thing that happens: a response, or a timer.
             let mut next: Option<Instant> = None;
@@ -453,6 +521,11 @@ impl Sim {
                 (n, _) => n,
             };
             let Some(next) = next else {
+                if ledger.generation() != generation {
+                    // A machine polled early in this round may have been unblocked by one
+                    // polled after it: poll them all again before calling it a deadlock.
+                    continue;
+                }
                 if slots.iter().any(|s| !s.done) {
                     report
                         .violations
@@ -491,7 +564,13 @@ impl Sim {
                 chains.entry(key.as_str()).or_default().push(*retry);
             }
             for (key, counts) in chains {
-                let expected: Vec<u32> = (0..counts.len() as u32).collect();
+                // A background slot continues the chain its caller started.
+                let first = if slot.label.starts_with(BACKGROUND) {
+                    counts.first().copied().unwrap_or(0)
+                } else {
+                    0
+                };
+                let expected: Vec<u32> = (first..first + counts.len() as u32).collect();
                 if counts != expected || counts.len() > 11 {
                     report.violations.push(format!(
                         "{}: key {key} sent with retry counts {counts:?}",
@@ -591,4 +670,73 @@ pub fn run_one<M: Machine>(
             deliver(&mut unit, attempt, reply, now);
         }
     }
+}
+
+/// Runs several machines concurrently against `server` on virtual time until all are done,
+/// returning their results (in the order given) and the trace. A machine blocked forever ends
+/// with an error.
+pub fn run_all<M: Machine>(
+    machines: Vec<M>,
+    ledger: &mut Ledger,
+    server: &mut dyn Server,
+    clock: &VirtualClock,
+) -> (Vec<Result<M::Output>>, Vec<String>) {
+    let mut machines: Vec<(M, Option<Result<M::Output>>)> =
+        machines.into_iter().map(|m| (m, None)).collect();
+    let mut trace = Vec::new();
+    let mut in_flight: Vec<(Instant, usize, AttemptId, Reply)> = Vec::new();
+    loop {
+        let now = clock.now();
+        let mut next: Option<Instant> = None;
+        // Poll every machine until a whole round leaves the ledger unchanged: one finishing
+        // may unblock another that already said it waits.
+        for _round in 0..1_000 {
+            let generation = ledger.generation();
+            next = None;
+            for (i, (machine, result)) in machines.iter_mut().enumerate() {
+                while result.is_none() {
+                    match machine.poll_output(ledger, now) {
+                        Output::Transmit(t) => {
+                            trace.push(describe(clock.start(), now, &t.request));
+                            let reply = server.respond(&t.request, now);
+                            in_flight.push((now + reply.delay(), i, t.attempt, reply));
+                        }
+                        Output::Event(_) => {}
+                        Output::Wait(w) => {
+                            if let Some(until) = w.until {
+                                next = Some(next.map_or(until, |n| n.min(until)));
+                            }
+                            break;
+                        }
+                        Output::Done(r) => *result = Some(r),
+                    }
+                }
+            }
+            if ledger.generation() == generation {
+                break;
+            }
+        }
+        if machines.iter().all(|(_, r)| r.is_some()) {
+            break;
+        }
+        let next = in_flight.iter().map(|(d, ..)| *d).chain(next).min();
+        let Some(next) = next else {
+            for (_, r) in machines.iter_mut().filter(|(_, r)| r.is_none()) {
+                *r = Some(Err(crate::Error::Closed(
+                    "run_all: the machine is blocked forever".into(),
+                )));
+            }
+            break;
+        };
+        clock.advance_to(next);
+        let now = clock.now();
+        let (due, pending): (Vec<_>, Vec<_>) = in_flight.drain(..).partition(|(d, ..)| *d <= now);
+        in_flight = pending;
+        for (_, i, attempt, reply) in due {
+            let mut unit = Unit(&mut machines[i].0);
+            deliver(&mut unit, attempt, reply, now);
+        }
+    }
+    let results = machines.into_iter().filter_map(|(_, r)| r).collect();
+    (results, trace)
 }

@@ -23,7 +23,7 @@ mod telemetry;
 mod tests;
 
 pub use clock::VirtualClock;
-pub use harness::{run_one, Sim, SimConfig, SimReport};
+pub use harness::{run_all, run_one, Sim, SimConfig, SimReport};
 pub use http::{FakeHttp, Trace};
 pub use server::{FaultConfig, FaultyServer, Reply, Scripted, Server};
 

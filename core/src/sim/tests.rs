@@ -43,7 +43,7 @@ fn thousands_of_calls_under_faults_keep_every_invariant() {
 #[test]
 fn random_cancellation_never_blocks_later_calls_nor_leaks_budgets() {
     let t0 = start();
-    let mut cancelled = 0;
+    let (mut cancelled, mut detached) = (0, 0);
     for seed in 0..100 {
         let config = SimConfig {
             seed,
@@ -57,8 +57,12 @@ fn random_cancellation_never_blocks_later_calls_nor_leaks_budgets() {
             report.violations
         );
         cancelled += report.cancelled;
+        detached += report.detached;
     }
     assert!(cancelled > 100, "only {cancelled} cancellations");
+    // Some were given up mid-turn: their chunks were sent by the background, and the seq-id
+    // check (no hole on any run) held all the same.
+    assert!(detached > 0, "no call was given up mid-turn");
 }
 
 #[test]

@@ -136,13 +136,175 @@ pub async fn a7_error_storm<R: Runtime>() {
         );
     }
     assert_eq!(rate_limited, 2, "both 429s were answered");
+
+    // When retries run out, the error is typed and names the request and the server's log
+    // entry (feedback#80). A 5xx on a poll is retried without limit (protocol.md 7.5) and a
+    // submission's holder retries last 300 s, so the budget that runs out here is the poll's:
+    // `retrieve_future` answers 500 (re-polled), then 400 until its three re-polls are spent.
+    let log_header = |id: &str| [("x-request-id".to_owned(), id.to_owned())].into();
+    let mut rejected = FaultRule::once(
+        "retrieve_future",
+        Fault::Status {
+            status: 400,
+            body: None,
+            headers: log_header("log-a7-400"),
+        },
+    )
+    .after(2);
+    rejected.count = None;
+    rejected.always = true;
+    env.server().set_faults(vec![
+        FaultRule::times(
+            "retrieve_future",
+            2,
+            Fault::Status {
+                status: 500,
+                body: None,
+                headers: log_header("log-a7-500"),
+            },
+        ),
+        rejected,
+    ]);
+    let fb = stormy
+        .forward_backward(batch(0, 8), LossFn::CrossEntropy)
+        .await
+        .expect("the submission itself is accepted");
+    let request_id = fb.request_id().expect("a submitted call has a request id");
+    let err = fb.result().await.expect_err("the poll's retries run out");
+    assert_eq!(err.kind(), ErrorKind::BadRequest, "{err}");
+    assert_eq!(err.status(), Some(400));
+    assert_eq!(err.request_id(), Some(request_id.as_str()), "{err}");
+    let tinker_core::Error::Status(status) = &err else {
+        panic!("a status error, got {err:?}")
+    };
+    assert_eq!(status.server_log_id.as_deref(), Some("log-a7-400"));
+    let polls = env
+        .server()
+        .recording()
+        .iter()
+        .filter(|e| {
+            e.endpoint() == "retrieve_future"
+                && e.body.as_ref().and_then(|b| b["request_id"].as_str()) == Some(&request_id)
+        })
+        .count();
+    assert_eq!(
+        polls,
+        2 + 4,
+        "two 500s re-polled, then a 400 and its three re-polls"
+    );
+    env.server().set_faults(Vec::new());
     service.close(FinishReason::Success).await.unwrap();
+}
+
+/// Warnings the client logs through `tracing`, captured process-wide (the housekeeper logs from
+/// its own task, on whatever thread the runtime runs it), so a scenario can count its own by
+/// session id.
+mod warnings {
+    use std::fmt::Debug;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, Once};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata, Subscriber};
+
+    static CAPTURED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    static INSTALL: Once = Once::new();
+
+    /// Keeps WARN and ERROR events (their `session_id` field and message); no spans.
+    struct Capture;
+
+    #[derive(Default)]
+    struct Fields {
+        session_id: String,
+        message: String,
+    }
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+            match field.name() {
+                "session_id" => self.session_id = format!("{value:?}"),
+                "message" => self.message = format!("{value:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    impl Subscriber for Capture {
+        fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+            metadata.is_event() && *metadata.level() <= Level::WARN
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            CAPTURED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((fields.session_id, fields.message));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    /// Starts capturing (once per process). Returns whether the capture is in place: another
+    /// global subscriber installed first wins.
+    pub(super) fn capture() -> bool {
+        INSTALL.call_once(|| {
+            let _ = tracing::subscriber::set_global_default(Capture);
+        });
+        tracing::dispatcher::get_default(|d| d.is::<Capture>())
+    }
+
+    /// Local servers number their sessions alike, so two runs of this scenario in one process
+    /// (one per executor) would see each other's warnings: they take turns.
+    static WATCHING: AtomicBool = AtomicBool::new(false);
+
+    /// Held while a scenario counts warnings; released on drop.
+    pub(super) struct Watch;
+
+    impl Watch {
+        /// Waits until no other run of the scenario is counting.
+        pub(super) async fn acquire<R: super::Runtime>() -> Watch {
+            while WATCHING
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                R::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Watch
+        }
+    }
+
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            WATCHING.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// The captured warnings of `session_id` whose message contains `needle`.
+    pub(super) fn count(session_id: &str, needle: &str) -> usize {
+        CAPTURED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(s, m)| s == session_id && m.contains(needle))
+            .count()
+    }
 }
 
 /// A8: heartbeats fail and the server expires the session; the next call fails with a typed
 /// error (410 Gone, or `Closed` once the client knows) instead of hanging, and `close` returns
 /// within its flush budget.
+///
+/// Before that, with a short warning threshold: heartbeats failing for five thresholds give
+/// exactly one warning, and a second comes only after a heartbeat succeeded in between.
 pub async fn a8_session_expiry<R: Runtime>() {
+    heartbeat_loss_warns_once_per_outage::<R>().await;
     let config = LocalServerConfig {
         session_timeout_secs: Some(1.0),
         faults: vec![{
@@ -337,4 +499,79 @@ pub async fn a12_eval_with_per_example_timeouts<R: Runtime>() {
         );
     }
     service.close(FinishReason::Success).await.unwrap();
+}
+
+async fn heartbeat_loss_warns_once_per_outage<R: Runtime>() {
+    const OVERDUE: &str = "no heartbeat has succeeded";
+    let failing = || {
+        let mut r = FaultRule::once(
+            "session_heartbeat",
+            Fault::Status {
+                status: 503,
+                body: None,
+                headers: Default::default(),
+            },
+        );
+        r.count = None;
+        r.always = true;
+        r
+    };
+    let config = LocalServerConfig {
+        faults: vec![failing()],
+        ..LocalServerConfig::default()
+    };
+    let _watch = warnings::Watch::acquire::<R>().await;
+    assert!(
+        warnings::capture(),
+        "the suite's binaries install no global tracing subscriber of their own"
+    );
+    let env = Env::<R>::new(config);
+    let threshold = Duration::from_millis(200);
+    let service = env.connect_with(
+        ClientOptions::default().with_heartbeat(Duration::from_millis(40), threshold),
+    );
+    let session = service.session_id().await.unwrap();
+    let before = warnings::count(&session, OVERDUE);
+    let overdue = || warnings::count(&session, OVERDUE) - before;
+    let heartbeat_ok = || {
+        env.server()
+            .recording()
+            .iter()
+            .any(|e| e.endpoint() == "session_heartbeat" && e.resp_status == 200)
+    };
+    // Heartbeats keep failing: a warning once the threshold passes, and no other for five
+    // more thresholds of failures.
+    assert!(
+        eventually::<R>(|| overdue() >= 1).await,
+        "the outage is reported"
+    );
+    R::sleep(threshold * 5).await;
+    assert_eq!(overdue(), 1, "one warning per outage");
+    // A heartbeat succeeds again: no warning; then a second outage warns once more.
+    env.server().set_faults(Vec::new());
+    assert!(
+        eventually::<R>(heartbeat_ok).await,
+        "a heartbeat succeeded in between"
+    );
+    assert_eq!(overdue(), 1, "no warning while heartbeats succeed");
+    env.server().set_faults(vec![failing()]);
+    assert!(
+        eventually::<R>(|| overdue() >= 2).await,
+        "the second outage is reported"
+    );
+    R::sleep(threshold * 5).await;
+    assert_eq!(overdue(), 2, "a second outage, after a success, warns once");
+    service.close(FinishReason::Success).await.unwrap();
+}
+
+/// Waits (up to 30 s, checking every 20 ms) until `condition` holds; returns whether it did. A
+/// bound for a slow machine, not a timing assertion.
+async fn eventually<R: Runtime>(condition: impl Fn() -> bool) -> bool {
+    for _ in 0..1_500 {
+        if condition() {
+            return true;
+        }
+        R::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
 }

@@ -394,16 +394,12 @@ fn rl_datum(prompt: &[i32], completion: &[i32], logprobs: &[f32], advantage: f32
 /// steps, waits for results), each raced against a timer drawn from a seeded PRNG and dropped
 /// when the timer wins — before submission, while submitting, while waiting — and afterwards a
 /// forward_backward on the same client still completes.
+///
+/// The server keeps its default 30 s seq-gap timeout: a call dropped before it was sent takes
+/// no seq id, and one dropped after its turn started sending is finished in the background, so
+/// the run receives exactly the ids 1..=N and never waits for a missing one.
 pub async fn cancellation_leaves_the_client_usable<R: Runtime>() {
-    // A call dropped before its POST was sent leaves its reserved seq id unused, and no server
-    // can know: seq ids are reserved when a call is made, not when it is sent (the official SDK
-    // never drops a submission, so it never leaves such gaps). Until the core allocates seq ids
-    // at send time, the server skips a gap after 50 ms here instead of its default 30 s.
-    let config = LocalServerConfig {
-        seq_gap_timeout_ms: Some(50),
-        ..LocalServerConfig::default()
-    };
-    let env = Env::<R>::new(config);
+    let env = Env::<R>::new(LocalServerConfig::default());
     let service = env.connect();
     let training = service
         .create_lora_training_client(BASE_MODEL, LoraConfig::new(4))
@@ -462,5 +458,29 @@ pub async fn cancellation_leaves_the_client_usable<R: Runtime>() {
         .expect("a forward_backward after 1,000 cancellations is submitted");
     let out = fb.result().await.expect("and completes");
     assert!(out.loss().is_some());
+    // The seq ids the run received, from the server's recording: every training request that
+    // reached it (a retry or a background resend repeats an id; the server deduplicates).
+    let mut received: Vec<u64> = env
+        .server()
+        .recording()
+        .iter()
+        .filter(|e| matches!(e.endpoint(), "forward_backward" | "optim_step"))
+        .filter_map(|e| {
+            e.body_proto
+                .as_ref()
+                .or(e.body.as_ref())
+                .and_then(|b| b.get("seq_id"))
+                .and_then(serde_json::Value::as_u64)
+        })
+        .collect();
+    received.sort_unstable();
+    received.dedup();
+    let n = received.len() as u64;
+    assert!(n > 0);
+    assert_eq!(
+        received,
+        (1..=n).collect::<Vec<u64>>(),
+        "the run received seq ids 1..={n} without a hole"
+    );
     service.close(FinishReason::Success).await.unwrap();
 }

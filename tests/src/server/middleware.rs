@@ -147,6 +147,13 @@ fn fault_response(fault: &Fault, nth: u64, endpoint: &str) -> Response {
                     &json!({"detail": format!("injected fault: {status} on {endpoint}")}),
                 ),
             };
+            // Every reply of the real service names its server-side log entry; a rule may set
+            // its own value.
+            if let Ok(v) =
+                HeaderValue::try_from(format!("fault-{nth}-{}", endpoint.replace('/', ".")))
+            {
+                resp.headers_mut().insert("x-request-id", v);
+            }
             for (k, v) in headers {
                 if let (Ok(n), Ok(v)) = (
                     HeaderName::try_from(k.as_str()),
