@@ -227,14 +227,7 @@ impl Program {
         let mut grad_logprobs = vec![0.0; inputs[0].values.len()];
         for i in (0..self.steps.len()).rev() {
             let Some(g) = grads[i].take() else { continue };
-            backward(
-                &self.steps[i],
-                i,
-                &g,
-                &values,
-                &mut grads,
-                &mut grad_logprobs,
-            );
+            backward(&self.steps[i], &g, &values, &mut grads, &mut grad_logprobs);
         }
         Ok(DatumEvaluation {
             loss,
