@@ -1,6 +1,8 @@
 //! The builder's encoding against protocol.md, its local checks, the graph rules, and the
 //! interpreter's values and gradients (against finite differences).
 
+use std::sync::Arc;
+
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -395,13 +397,7 @@ fn as_a_client_side_loss_it_sums_datums_and_combines_metrics_like_the_server() {
 
 #[test]
 fn a_handle_checks_its_session_and_the_datums_ranks() {
-    let def = neg_ll();
-    let handle = CustomLossHandle::new(
-        "loss-1".into(),
-        "s1".into(),
-        "neg_ll".into(),
-        def.inputs().to_vec(),
-    );
+    let handle = CustomLossHandle::uploaded("loss-1".into(), "s1".into(), Arc::new(neg_ll()));
     assert!(handle.check_session(Some("s1")).is_ok());
     assert!(
         location(handle.check_session(Some("s2")).unwrap_err()).contains("created in session s1")
@@ -411,6 +407,8 @@ fn a_handle_checks_its_session_and_the_datums_ranks() {
         serde_json::to_value(handle.loss_fn_config()).unwrap(),
         json!({"loss_id": "loss-1"})
     );
+    let local = CustomLossHandle::client_side("s1".into(), Arc::new(neg_ll()));
+    assert_eq!((local.loss_id(), local.loss_fn_config()), (None, None));
     let good = datum(
         &[1, 2],
         &[("weights", TensorData::from_f32(vec![1.0, 1.0]))],
