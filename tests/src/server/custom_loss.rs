@@ -134,3 +134,89 @@ impl LossFunction for GraphLoss {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tinker_core::types::{ModelInput, TensorData};
+
+    use super::*;
+    use crate::model::ModelSpec;
+
+    fn nll_request(extra_node: Option<serde_json::Value>) -> CreateCustomLossRequest {
+        let mut nodes = vec![
+            json!({"op": "placeholder", "name": "logprobs", "target": "logprobs", "args": [], "kwargs": {}}),
+            json!({"op": "placeholder", "name": "weights", "target": "weights", "args": [], "kwargs": {}}),
+            json!({"op": "call_function", "name": "mul", "target": "operator.mul", "args": [{"ref": "logprobs"}, {"ref": "weights"}], "kwargs": {}}),
+            json!({"op": "call_method", "name": "sum_1", "target": "sum", "args": [{"ref": "mul"}], "kwargs": {}}),
+            json!({"op": "call_function", "name": "neg", "target": "operator.neg", "args": [{"ref": "sum_1"}], "kwargs": {}}),
+        ];
+        nodes.extend(extra_node);
+        nodes.push(json!({"op": "output", "name": "output", "target": "output",
+            "args": [{"tuple": [{"ref": "neg"}, {"dict": {"custom/neg_ll:sum": {"ref": "neg"}}}]}], "kwargs": {}}));
+        serde_json::from_value(json!({
+            "session_id": "s", "custom_loss_seq_id": 0, "name": "neg_ll",
+            "inputs": [{"name": "logprobs", "rank": 1}, {"name": "weights", "rank": 1}],
+            "graph": {"format": 1, "nodes": nodes}, "type": "create_custom_loss"
+        }))
+        .expect("a well-formed body")
+    }
+
+    fn datum(weights: Vec<f32>) -> Datum {
+        Datum::new(ModelInput::from_tokens(vec![1, 2, 3]))
+            .with_input("target_tokens", TensorData::from_i64(vec![2, 3, 4]))
+            .with_input("weights", TensorData::from_f32(weights))
+    }
+
+    #[test]
+    fn an_uploaded_nll_trains_the_toy_model_exactly_like_cross_entropy() {
+        let stored = accept(&nll_request(None)).expect("the SDK's NLL graph is accepted");
+        let spec = ModelSpec::new("Qwen/Qwen3-8B", 4).with_seed(3);
+        let (mut custom, mut builtin) = (
+            ToyModel::new(spec.clone()).unwrap(),
+            ToyModel::new(spec).unwrap(),
+        );
+        let data = vec![datum(vec![1.0, 0.5, 0.0]), datum(vec![0.0, 2.0, 1.0])];
+        let Outcome::ForwardBackward(out) = run(&mut custom, Ok(stored.loss), &data, false) else {
+            panic!("the custom loss ran");
+        };
+        let reference = builtin
+            .forward_backward(&data, "cross_entropy", &LossConfig::default())
+            .unwrap();
+        let loss = out.metrics["loss:sum"];
+        assert!((loss - reference.metrics["loss:sum"]).abs() < 1e-12);
+        assert_eq!(out.metrics["custom/neg_ll:sum"], loss);
+        assert_eq!(out.loss_fn_output_type, "CustomLossReturn");
+        assert_eq!(
+            out.loss_fn_outputs[1]["logprobs"],
+            reference.loss_fn_outputs[1]["logprobs"]
+        );
+        assert!(builtin.grad_norm() > 0.0);
+        assert!((custom.grad_norm() - builtin.grad_norm()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn unsupported_graphs_are_a_400_naming_the_node_and_bad_datums_fail_as_user_errors() {
+        let erf = json!({"op": "call_function", "name": "erf", "target": "torch.erf", "args": [{"ref": "neg"}], "kwargs": {}});
+        let e = accept(&nll_request(Some(erf))).expect_err("torch.erf is not supported");
+        assert_eq!(e.status, http::StatusCode::BAD_REQUEST);
+        let detail = e.detail.as_str().expect("a string detail");
+        assert!(
+            detail.contains("node `erf` (call_function torch.erf)"),
+            "{detail}"
+        );
+
+        let stored = accept(&nll_request(None)).unwrap();
+        let mut model = ToyModel::new(ModelSpec::new("Qwen/Qwen3-8B", 4)).unwrap();
+        let mut no_weights = datum(vec![1.0; 3]);
+        no_weights.loss_fn_inputs.remove("weights");
+        match run(&mut model, Ok(stored.loss), &[no_weights], false) {
+            Outcome::Failed { error, category } => {
+                assert_eq!(category, "user");
+                assert!(error.contains("data[0].loss_fn_inputs.weights"), "{error}");
+            }
+            _ => panic!("a datum without weights fails"),
+        }
+        assert_eq!(model.pending_backwards(), 0, "nothing was accumulated");
+    }
+}
