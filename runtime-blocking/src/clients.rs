@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tinker_core::client as core;
+use tinker_core::losses::server_side::{CustomLossHandle, ServerLoss};
 use tinker_core::ops::{SampleStreamChunk, SharedCustomLoss};
 use tinker_core::types::{
     AuditEventType, AuditLogResponse, BillingUsageResponse, CheckpointArchiveUrl,
@@ -193,6 +194,13 @@ impl ServiceClient {
             .map(|inner| SamplingClient { inner })
     }
 
+    /// Creates a custom loss for this session (uploaded when the server enables
+    /// `custom_loss_server_side`; see the async `ServiceClient::create_custom_loss`). The same
+    /// definition created twice returns the first handle without a call.
+    pub fn create_custom_loss(&self, loss: &ServerLoss) -> Result<CustomLossHandle> {
+        block_on(self.inner.create_custom_loss(loss))
+    }
+
     /// The models this deployment serves.
     pub fn get_server_capabilities(&self) -> Result<ServerCapabilities> {
         block_on(self.inner.get_server_capabilities())
@@ -300,6 +308,19 @@ impl TrainingClient {
         loss: SharedCustomLoss,
     ) -> Result<Pending<ForwardBackwardOutput>> {
         pending(block_on(self.inner.forward_backward_custom(data, loss)))
+    }
+
+    /// Trains on a loss made by [`ServiceClient::create_custom_loss`]: one `forward_backward`
+    /// with `loss_fn = "custom"` when it was uploaded, the two-pass client-side path otherwise
+    /// (see the async `TrainingClient::forward_backward_custom_loss`). Returns once submitted.
+    pub fn forward_backward_custom_loss(
+        &self,
+        data: Vec<Datum>,
+        handle: &CustomLossHandle,
+    ) -> Result<Pending<ForwardBackwardOutput>> {
+        pending(block_on(
+            self.inner.forward_backward_custom_loss(data, handle),
+        ))
     }
 
     /// Loss without gradients on `data`.

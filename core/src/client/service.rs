@@ -1,6 +1,7 @@
 //! `ServiceClient`: the entry point. Owns the session (started lazily), the shared ledger and the
 //! background housekeeper, and creates the other clients.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
@@ -20,13 +21,14 @@ use crate::endpoints::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::io::{AsyncHttp, AsyncRuntime};
 use crate::ledger::{Ledger, SharedLedger};
+use crate::losses::server_side::{CustomLossHandle, ServerLoss};
 use crate::metrics::Metrics;
 use crate::retry::ClientKind;
 use crate::settings::Settings;
 use crate::types::{
-    ClientConfig, CreateModelRequest, CreateSamplingSessionRequest, CreateSessionRequest,
-    DynamicConfig, FinishReason, GetInfoRequest, LoadWeightsRequest, LoadWeightsResponse,
-    LoraConfig, Metadata, ServerCapabilities,
+    ClientConfig, CreateCustomLossResponse, CreateModelRequest, CreateSamplingSessionRequest,
+    CreateSessionRequest, DynamicConfig, FinishReason, GetInfoRequest, LoadWeightsRequest,
+    LoadWeightsResponse, LoraConfig, Metadata, ServerCapabilities,
 };
 
 /// What a runtime crate hands the client layer: its HTTP stack, its timers and spawner, and the
@@ -83,6 +85,8 @@ pub(crate) struct Shared {
     session: OnceLock<Session>,
     lifecycle: Mutex<Lifecycle>,
     housekeeping: Mutex<Option<Housekeeping>>,
+    /// Custom losses created in the session, by [`ServerLoss::key`]: each is created once.
+    custom_losses: AsyncMutex<BTreeMap<String, CustomLossHandle>>,
 }
 
 impl Drop for Shared {
@@ -212,6 +216,11 @@ impl Shared {
         Ok(session)
     }
 
+    /// The session id, if the session has been started.
+    pub(crate) fn started_session_id(&self) -> Option<&str> {
+        self.session.get().map(|s| s.id.as_str())
+    }
+
     fn take_housekeeping(&self) -> Option<Housekeeping> {
         self.housekeeping
             .lock()
@@ -279,6 +288,7 @@ impl ServiceClient {
                 session: OnceLock::new(),
                 lifecycle: Mutex::new(Lifecycle::Open),
                 housekeeping: Mutex::new(None),
+                custom_losses: AsyncMutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -504,6 +514,57 @@ impl ServiceClient {
                 self.site("ServiceClient.get_server_capabilities"),
             )
             .await
+    }
+
+    /// Creates a custom loss for this session (protocol.md 11.4). When the server's client
+    /// config enables `custom_loss_server_side`, the graph is uploaded (`create_custom_loss`,
+    /// with the session's next `custom_loss_seq_id`) and the handle carries the server's
+    /// `loss_id`; otherwise nothing is sent and the handle runs the loss on the client (11.3).
+    /// Creating the same definition (graph and inputs) again returns the first handle without a
+    /// call. Train with it through `TrainingClient::forward_backward_custom_loss`.
+    ///
+    /// ```no_run
+    /// # async fn demo(service: tinker_core::client::ServiceClient,
+    /// #               training: tinker_core::client::TrainingClient,
+    /// #               batch: Vec<tinker_core::types::Datum>) -> tinker_core::Result<()> {
+    /// use tinker_core::losses::server_side::ServerLossBuilder;
+    /// let b = ServerLossBuilder::new("neg_ll", 1)?;
+    /// let weights = b.input("weights", 1);
+    /// let loss = -(b.logprobs() * weights).sum();
+    /// let nll = b.build(&loss, &[("custom/neg_ll:sum", &loss)])?;
+    /// let handle = service.create_custom_loss(&nll).await?;
+    /// let out = training.forward_backward_custom_loss(batch, &handle).await?.await?;
+    /// println!("loss {:?}", out.loss());
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_custom_loss(&self, loss: &ServerLoss) -> Result<CustomLossHandle> {
+        let session = self.shared.session().await?;
+        let key = loss.key();
+        // Held across the upload so two concurrent creations of one loss make one call.
+        let mut created = self.shared.custom_losses.lock().await;
+        if let Some(handle) = created.get(&key) {
+            return Ok(handle.clone());
+        }
+        let exec = &self.shared.exec;
+        let upload = exec.ledger.lock().client_config().custom_loss_server_side;
+        let definition = Arc::new(loss.clone());
+        let handle = if upload {
+            let site = self.site("ServiceClient.create_custom_loss");
+            let op = exec.start(&site, |ledger, opts| {
+                let seq = ledger.next_custom_loss_seq_id();
+                crate::ops::future::<_, CreateCustomLossResponse>(
+                    ledger,
+                    loss.request(&session.id, seq),
+                    opts,
+                )
+            })?;
+            let reply = exec.run(op, site).await?;
+            CustomLossHandle::uploaded(reply.loss_id, session.id, definition)
+        } else {
+            CustomLossHandle::client_side(session.id, definition)
+        };
+        created.insert(key, handle.clone());
+        Ok(handle)
     }
 
     /// A client for the REST resources (training runs, checkpoints, sessions, billing), sharing

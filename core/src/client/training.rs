@@ -10,6 +10,7 @@ use super::sampling::SamplingClient;
 use super::service::Shared;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
+use crate::losses::server_side::CustomLossHandle;
 use crate::ops::{
     ForwardBackwardArgs, ForwardBackwardCustomOp, ForwardBackwardOp, IdempotentSave,
     SharedCustomLoss,
@@ -289,6 +290,39 @@ impl TrainingClient {
             ForwardBackwardCustomOp::request_count,
             move |ledger, opts| ForwardBackwardCustomOp::new(ledger, model_id, data, loss, opts),
         )
+    }
+
+    /// Trains on a loss made by `ServiceClient::create_custom_loss` (protocol.md 11.4). An
+    /// uploaded loss is one ordinary `forward_backward` with `loss_fn = "custom"` and
+    /// `loss_fn_config = {"loss_id": …}`, the datums sent unchanged; the result's `loss:sum` is
+    /// the loss summed over datums, with the graph's `custom/…` metrics. A client-side handle
+    /// runs [`TrainingClient::forward_backward_custom`] with the definition.
+    ///
+    /// Checked before anything is sent: the handle belongs to this client's session, and every
+    /// datum has each declared input at its declared rank (`logprobs` through `target_tokens`).
+    pub fn forward_backward_custom_loss(
+        &self,
+        data: Vec<Datum>,
+        handle: &CustomLossHandle,
+    ) -> impl std::future::Future<Output = Result<Pending<ForwardBackwardOutput>>> + Send + 'static
+    {
+        use futures_util::future::{ready, Either};
+        let checked = handle
+            .check_session(self.shared.started_session_id())
+            .and_then(|()| handle.check_data(&data));
+        match (checked, handle.loss_fn_config()) {
+            (Err(e), _) => Either::Left(ready(Err(e))),
+            (Ok(()), Some(config)) => Either::Right(Either::Left(self.fwdbwd(
+                "TrainingClient.forward_backward_custom",
+                data,
+                LossFn::Custom,
+                Some(config),
+                false,
+            ))),
+            (Ok(()), None) => Either::Right(Either::Right(
+                self.forward_backward_custom(data, handle.loss().clone()),
+            )),
+        }
     }
 
     /// Applies the accumulated gradients (Adam by default: pass

@@ -13,6 +13,8 @@
 //!   on-policy distillation.
 //! * [`regularizers`]: the eight structured penalties of Tinkex (L1, L2, elastic net, entropy,
 //!   KL divergence, consistency, gradient penalty, orthogonality), each with its exact gradient.
+//! * [`server_side`]: losses recorded as graphs, uploaded with `create_custom_loss` and run by
+//!   the server (protocol.md 11.4), or evaluated on the client like any [`CustomLoss`].
 //! * [`RegularizerPipeline`]: a base loss plus weighted regularizers as one [`CustomLoss`], with
 //!   per-regularizer metrics and gradient norms, evaluated sequentially here or in parallel by a
 //!   runtime through an [`Executor`].
@@ -25,6 +27,7 @@ mod distill;
 mod dpo;
 mod pipeline;
 pub mod regularizers;
+pub mod server_side;
 
 #[cfg(test)]
 mod tests;

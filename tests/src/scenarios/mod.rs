@@ -15,6 +15,7 @@ mod custom_scenarios;
 mod data;
 mod fault_scenarios;
 mod rest_scenarios;
+mod server_loss_scenarios;
 mod streaming_scenarios;
 mod training_scenarios;
 
@@ -34,6 +35,7 @@ pub use fault_scenarios::{
     a12_eval_with_per_example_timeouts, a7_error_storm, a8_session_expiry, a9_hung_and_stalled,
 };
 pub use rest_scenarios::a11_checkpoint_management;
+pub use server_loss_scenarios::server_side_custom_loss_matches_the_client_side_path;
 pub use streaming_scenarios::sample_stream_matches_sample;
 pub use training_scenarios::{
     a10_save_is_idempotent, a1_sft_checkpoint_sample, a2_resume_with_optimizer, a3_rl_fan_out,
@@ -118,6 +120,7 @@ macro_rules! e2e_suite {
             a8_session_expiry,
             a12_eval_with_per_example_timeouts,
             custom_dpo_with_reference_sampler,
+            server_side_custom_loss_matches_the_client_side_path,
             sample_stream_matches_sample,
         );
     };

@@ -39,6 +39,7 @@ mod admin_recovery;
 mod auth;
 mod codec;
 mod config;
+mod custom_loss;
 mod error;
 pub mod faults;
 mod futures;

@@ -185,7 +185,7 @@ pub(crate) struct AppState {
     pub usage: Mutex<Vec<UsageRecord>>,
     pub files: DashMap<String, FileEntry>,
     pub archives: DashMap<String, Instant>,
-    pub custom_losses: DashMap<String, Value>,
+    pub custom_losses: DashMap<String, super::custom_loss::StoredLoss>,
     pub base_models: DashMap<String, Arc<ToyModel>>,
     pub faults: FaultSchedule,
     pub recorder: Recorder,

@@ -34,14 +34,16 @@ use serde_json::{json, Value};
 use tinker_core::path::{CheckpointKind, TinkerPath};
 use tinker_core::proto::wire;
 use tinker_core::types::{
-    check_ttl, CreateModelRequest, GetInfoRequest, LoadWeightsRequest, LoraConfig, Metadata,
-    OptimStepRequest, OptimizerConfig, OptimizerParams, SaveWeightsExternalRequest,
-    SaveWeightsForSamplerRequest, SaveWeightsRequest, UnloadModelRequest,
+    check_ttl, CreateCustomLossRequest, CreateModelRequest, GetInfoRequest, LoadWeightsRequest,
+    LoraConfig, Metadata, OptimStepRequest, OptimizerConfig, OptimizerParams,
+    SaveWeightsExternalRequest, SaveWeightsForSamplerRequest, SaveWeightsRequest,
+    UnloadModelRequest,
 };
 use tokio::sync::mpsc;
 
 use super::auth::Credential;
 use super::codec::{datums_from_wire, decode_fb_request};
+use super::custom_loss;
 use super::error::{parse_json, ApiError, ApiResult, JsonBody};
 use super::futures::{FutureFault, FutureSlot, Outcome};
 use super::state::{lock, AppState, CheckpointRecord, RunInfo, Sampler};
@@ -483,14 +485,10 @@ pub(crate) async fn forward_backward(
     let cfg = loss_config(&req);
     let forward_only = req.forward_only;
     let loss_fn = req.loss_fn.clone();
+    let custom = (loss_fn == "custom").then(|| custom_loss::resolve(&st, &run.session_id, &cfg));
     let work: Box<dyn FnOnce(&mut ToyModel) -> Outcome + Send> = Box::new(move |m| {
-        if loss_fn == "custom" {
-            return Outcome::Failed {
-                error: "the local server accepts custom losses but its toy model cannot evaluate \
-                        loss graphs; use a built-in loss"
-                    .into(),
-                category: "user".into(),
-            };
+        if let Some(custom) = custom {
+            return custom_loss::run(m, custom, &datums, forward_only);
         }
         let out = if forward_only {
             m.forward(&datums, &loss_fn, &cfg)
@@ -932,24 +930,22 @@ pub(crate) async fn unload_model(
     )?))
 }
 
-/// `POST /api/v1/create_custom_loss` [0.38] (future → `{"loss_id"}`). The graph is stored; the
-/// toy model cannot evaluate it (a `custom` forward_backward fails with a user error).
+/// `POST /api/v1/create_custom_loss` [0.38] (future → `{"loss_id"}`). The graph is checked
+/// (a 400 names what is wrong) and stored for the session; `custom` forward_backwards run it
+/// (see [`custom_loss`]).
 pub(crate) async fn create_custom_loss(
     State(st): State<Arc<AppState>>,
     ctx: Ctx,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let req: Value = parse_json(&body)?;
-    let session_id = req
-        .get("session_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::unprocessable(&["body", "session_id"], "Field required"))?;
-    st.live_session(session_id)?;
+    let req: CreateCustomLossRequest = parse_json(&body)?;
+    st.live_session(&req.session_id)?;
     if let Some(reply) = st.replay(&ctx, "create_custom_loss") {
         return Ok(Json(reply));
     }
+    let stored = custom_loss::accept(&req)?;
     let loss_id = format!("loss-{:04}", st.ids.loss.fetch_add(1, Ordering::Relaxed));
-    st.custom_losses.insert(loss_id.clone(), req.clone());
+    st.custom_losses.insert(loss_id.clone(), stored);
     let slot = st.new_future(None, ctx.fault.clone());
     st.complete(
         &slot,
