@@ -30,8 +30,8 @@ use futures_util::future::join_all;
 use serde_json::Value;
 use tinker_core::client::{ClientOptions, ServiceClient, TrainingClient};
 use tinker_core::settings::Settings;
-use tinker_core::types::{AdamParams, LoraConfig, LossFn, ModelInput, SamplingParams};
-use tinker_testkit::scenarios::{batch, BASE_MODEL};
+use tinker_core::types::{AdamParams, Datum, LoraConfig, LossFn, ModelInput, SamplingParams};
+use tinker_testkit::scenarios::{batch, counting_datum, BASE_MODEL};
 use tinker_testkit::server::{Exchange, FaultRule};
 use tinker_testkit::{LocalServer, LocalServerConfig};
 
@@ -219,6 +219,15 @@ fn watchdog(tally: Shared, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()>
     })
 }
 
+/// The batch of a lane's round. `batch` repeats itself every 64 rounds, so the first example is
+/// made unique to the round (its first token and length): every forward_backward of a run then
+/// has its own payload, and one seen under two seq ids was sent twice.
+fn step_batch(lane: usize, round: usize) -> Vec<Datum> {
+    let mut data = batch(round + lane * 1000, 4);
+    data[0] = counting_datum((round % 256) as i32, 16 + round / 256);
+    data
+}
+
 /// The learning rate of a round: unique per round, so every optim_step has its own payload.
 fn learning_rate(round: usize) -> f64 {
     0.001 + round as f64 * 1e-5
@@ -240,7 +249,7 @@ async fn lane(service: ServiceClient, lane: usize, rounds: usize, tally: Shared)
         ..SamplingParams::default()
     };
     for round in 0..rounds {
-        let data = batch(round + lane * 1000, 4);
+        let data = step_batch(lane, round);
         // A training step: forward_backward and optim_step submitted back to back, then both
         // results awaited.
         let step = async {
