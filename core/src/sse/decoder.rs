@@ -289,13 +289,13 @@ impl SseDecoder {
 
     fn view(&self, dispatched: Dispatched) -> SseEventRef<'_> {
         let event = match dispatched.event {
-            Src::Buf(start, end) => String::from_utf8_lossy(&self.buf[start..end]),
-            Src::Owned => String::from_utf8_lossy(&self.out_event),
+            Src::Buf(start, end) => utf8_lossy(&self.buf[start..end]),
+            Src::Owned => utf8_lossy(&self.out_event),
             Src::Absent => Cow::Borrowed("message"),
         };
         let data = match dispatched.data {
-            Src::Buf(start, end) => String::from_utf8_lossy(&self.buf[start..end]),
-            Src::Owned => String::from_utf8_lossy(&self.out_data),
+            Src::Buf(start, end) => utf8_lossy(&self.buf[start..end]),
+            Src::Owned => utf8_lossy(&self.out_data),
             Src::Absent => Cow::Borrowed(""),
         };
         SseEventRef {
@@ -494,5 +494,15 @@ impl SseDecoder {
             return LineOutcome::Nothing;
         }
         LineOutcome::Dispatch(dispatched)
+    }
+}
+
+/// `String::from_utf8_lossy`, with the validation of valid text (the common case) done by the
+/// faster `str::from_utf8`: the lossy scan walks character by character, which a profile of
+/// 39-byte token events showed to be most of the decoder's time.
+fn utf8_lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
