@@ -71,6 +71,23 @@ fn ours(input: &Input) -> usize {
     n
 }
 
+/// The same events borrowed from the decoder (`next_event_ref`): no allocation per event.
+fn ours_borrowed(input: &Input) -> usize {
+    let mut decoder = SseDecoder::new();
+    let mut n = 0;
+    for chunk in input.bytes.chunks(input.chunk) {
+        decoder.push(chunk);
+        while let Some(event) = decoder.next_event_ref() {
+            n += event.map(|e| e.data.len().min(1)).unwrap_or(0);
+        }
+    }
+    decoder.finish();
+    while let Some(event) = decoder.next_event_ref() {
+        n += event.map(|e| e.data.len().min(1)).unwrap_or(0);
+    }
+    n
+}
+
 fn theirs(input: &Input) -> usize {
     let chunks = futures::stream::iter(
         input
@@ -101,6 +118,11 @@ fn large_payloads_tinker_core(bencher: Bencher<'_, '_>) {
 }
 
 #[divan::bench]
+fn large_payloads_tinker_core_borrowed(bencher: Bencher<'_, '_>) {
+    run(bencher, large_payloads, ours_borrowed);
+}
+
+#[divan::bench]
 fn large_payloads_eventsource_stream(bencher: Bencher<'_, '_>) {
     run(bencher, large_payloads, theirs);
 }
@@ -108,6 +130,11 @@ fn large_payloads_eventsource_stream(bencher: Bencher<'_, '_>) {
 #[divan::bench]
 fn small_events_tinker_core(bencher: Bencher<'_, '_>) {
     run(bencher, small_events, ours);
+}
+
+#[divan::bench]
+fn small_events_tinker_core_borrowed(bencher: Bencher<'_, '_>) {
+    run(bencher, small_events, ours_borrowed);
 }
 
 #[divan::bench]

@@ -249,7 +249,7 @@ impl SampleStreamDecoder {
     /// A body that ends before the `done` event yields one [`Error::Decode`].
     pub fn next_chunk(&mut self) -> Option<Result<SampleStreamChunk>> {
         while !self.done {
-            match self.sse.next_event() {
+            match self.sse.next_event_ref() {
                 Some(Ok(event)) => {
                     if event.data.is_empty() {
                         continue;

@@ -1,4 +1,4 @@
-//! Encoding a `ForwardBackwardRequest` straight from [`Datum`]s (protocol.md 10.3), and zstd.
+//! Encoding a `ForwardBackwardRequest` straight from [`Datum`]s (protocol.md 10.3).
 //!
 //! The encoder never builds the prost structs of [`super::wire`]: it measures each message (an
 //! O(fields) walk, independent of how many tokens or floats a datum holds), reserves the exact
@@ -17,9 +17,6 @@ use crate::error::{Error, Result};
 use crate::types::{
     Chunk, Datum, LossConfigValue, LossFn, ProvenanceSpan, TensorData, TensorValues,
 };
-
-/// The zstd level the official SDK compresses request bodies with (python-zstandard's default).
-pub const ZSTD_LEVEL: i32 = 3;
 
 /// One forward_backward request (one chunk of a call), borrowing its datums.
 ///
@@ -88,7 +85,7 @@ impl<'a> ForwardBackwardRequestRef<'a> {
 /// Other datum checks are [`Datum::validate`]'s job, done before chunking.
 ///
 /// To compress (when the server's `proto_compress_fwdbwd` is on), pass the body to
-/// [`compress_body`]; chunks are independent bodies, so an adapter may compress them in parallel.
+/// [`compress_body`](super::compress_body); chunks are independent bodies, so an adapter may compress them in parallel.
 pub fn encode_forward_backward(
     request: &ForwardBackwardRequestRef<'_>,
     out: &mut Vec<u8>,
@@ -100,24 +97,6 @@ pub fn encode_forward_backward(
     write_request(request, out);
     debug_assert_eq!(out.len() - start, total);
     Ok(())
-}
-
-/// Compresses a request body as one zstd frame with the content size in its header, as the
-/// official SDK does (`Content-Encoding: zstd`, level [`ZSTD_LEVEL`]).
-///
-/// This is CPU work on the calling thread (the core spawns nothing). For a call split into many
-/// chunks, an adapter can compress the per-chunk bodies on parallel workers.
-///
-/// ```
-/// use tinker_core::proto::{compress_body, ZSTD_LEVEL};
-/// let body = vec![7u8; 10_000];
-/// let frame = compress_body(&body, ZSTD_LEVEL).unwrap();
-/// assert!(frame.len() < 100);
-/// assert_eq!(zstd::decode_all(frame.as_slice()).unwrap(), body);
-/// ```
-pub fn compress_body(body: &[u8], level: i32) -> Result<Vec<u8>> {
-    zstd::bulk::compress(body, level)
-        .map_err(|e| Error::invalid("request body", format!("zstd compression failed: {e}")))
 }
 
 // ---------------------------------------------------------------- checks

@@ -47,8 +47,11 @@ pub(crate) fn put_slice<T: LeScalar>(out: &mut Vec<u8>, values: &[T]) {
 
 /// Reads a little-endian array; `bytes.len()` must be a multiple of `T::SIZE`.
 ///
-/// Writes each output element once (no zero-fill first): a plain copy when the bytes happen to
-/// be aligned for `T` on a little-endian host, else an element loop LLVM turns into wide loads.
+/// On a little-endian host this is a `memcpy`: straight from the bytes when they happen to be
+/// aligned for `T`, else into a zeroed vector viewed as bytes. (The element loop it replaced,
+/// `chunks_exact(..).map(from_le_bytes).collect()`, was not vectorised and took a quarter of a
+/// 4096 × 4096 ForwardBackwardOutput decode in a perf profile; zeroing a block the copy then
+/// overwrites costs far less.) Big-endian hosts take the portable loop.
 #[inline]
 pub(crate) fn read_vec<T: LeScalar>(bytes: &[u8]) -> Vec<T> {
     debug_assert_eq!(bytes.len() % T::SIZE, 0);
@@ -56,6 +59,9 @@ pub(crate) fn read_vec<T: LeScalar>(bytes: &[u8]) -> Vec<T> {
         if let Ok(aligned) = bytemuck::try_cast_slice::<u8, T>(bytes) {
             return aligned.to_vec();
         }
+        let mut out = vec![T::zeroed(); bytes.len() / T::SIZE];
+        bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(bytes);
+        return out;
     }
     bytes.chunks_exact(T::SIZE).map(T::get_le).collect()
 }

@@ -16,10 +16,12 @@
 //! that wants parallel compression runs [`compress_body`] for several chunk bodies on its own
 //! workers.
 
+mod compress;
 mod decode;
 mod encode;
 mod le;
 pub mod wire;
 
+pub use compress::{compress_body, ZSTD_LEVEL};
 pub use decode::{decode_forward_backward_output, decode_sample_response};
-pub use encode::{compress_body, encode_forward_backward, ForwardBackwardRequestRef, ZSTD_LEVEL};
+pub use encode::{encode_forward_backward, ForwardBackwardRequestRef};

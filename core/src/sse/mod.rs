@@ -9,4 +9,4 @@ mod decoder;
 #[cfg(test)]
 mod tests;
 
-pub use decoder::{SseDecoder, SseError, SseEvent, DEFAULT_MAX_EVENT_BYTES};
+pub use decoder::{SseDecoder, SseError, SseEvent, SseEventRef, DEFAULT_MAX_EVENT_BYTES};

@@ -169,6 +169,29 @@ fn events_already_pushed_are_drained_after_finish() {
 }
 
 #[test]
+fn borrowed_events_point_into_the_input_and_are_copied_only_when_an_event_spans_a_push() {
+    use std::borrow::Cow;
+
+    let mut d = SseDecoder::new();
+    d.push(b"event: token\ndata: {\"t\": 1}\n\ndata: two\ndata: lines\n\nevent: tok\ndata: a\nda");
+    let first = d.next_event_ref().unwrap().unwrap();
+    assert!(matches!(first.data, Cow::Borrowed("{\"t\": 1}")));
+    assert!(matches!(first.event, Cow::Borrowed("token")));
+    // Two data lines are joined in the decoder's own buffer (still no per-event String).
+    let joined = d.next_event_ref().unwrap().unwrap();
+    assert_eq!(
+        (joined.event.as_ref(), joined.data.as_ref()),
+        ("message", "two\nlines")
+    );
+    assert!(d.next_event_ref().is_none());
+    // The third event's complete lines were read before the next push moves the buffer: their
+    // values survive it.
+    d.push(b"ta: b\nid: 7\n\n");
+    let spanning = d.next_event_ref().unwrap().unwrap().into_owned();
+    assert_eq!(spanning, ev("tok", "a\nb", "7"));
+}
+
+#[test]
 fn multibyte_utf8_split_anywhere_decodes_and_invalid_bytes_become_replacements() {
     let text = "data: héllo → 世界 🎉\n\n".as_bytes();
     for split in 0..text.len() {
