@@ -86,17 +86,3 @@ fn response_classification_seeds_and_findings_pass_their_check() {
 fn call_machines_seeds_and_findings_pass_their_check() {
     replay("call_machines", checks::call_machines::check);
 }
-
-/// Findings not fixed yet (`fuzz/findings/<target>/`), each named in fuzz/README.md: ignored so
-/// the suite stays green, run with `--ignored` to reproduce them. Once fixed, move the input to
-/// `fuzz/regressions/<target>/`.
-#[test]
-#[ignore = "open fuzz findings (fuzz/README.md): run with --ignored to reproduce"]
-fn call_machines_open_findings_pass_their_check() {
-    let findings = inputs("findings", "call_machines");
-    assert!(!findings.is_empty(), "no open findings");
-    for (name, data) in findings {
-        let outcome = std::panic::catch_unwind(|| checks::call_machines::check(&data));
-        assert!(outcome.is_ok(), "{name} fails its check");
-    }
-}
