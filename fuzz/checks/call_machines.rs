@@ -15,7 +15,9 @@ use bytes::Bytes;
 use tinker_core::call::{CallOptions, DetachedSubmission};
 use tinker_core::io::TransportErrorKind;
 use tinker_core::ops::{self, ForwardBackwardArgs, ForwardBackwardOp, SampleOp};
-use tinker_core::sim::{run_all, run_one, FaultConfig, Reply, Server, Sim, SimConfig, VirtualClock};
+use tinker_core::sim::{
+    run_all, run_one, FaultConfig, Reply, Server, Sim, SimConfig, VirtualClock,
+};
 use tinker_core::types::{
     AdamParams, Datum, LossFn, ModelInput, SampleRequest, SamplingParams, StepParams, TensorData,
 };
