@@ -15,40 +15,39 @@ use crate::workloads::sse_stream;
 const CHUNK: usize = 16_384;
 const EVENTS: usize = 2_564_102;
 
-/// `next_event_ref`: events borrowed from the decoder (what the sample stream uses).
-fn ours(stream: &[u8]) -> usize {
+/// Feeds the stream in 16 KiB chunks and counts the events with data that `drain` takes out of
+/// the decoder after each chunk (and after `finish`).
+fn decode_with(stream: &[u8], drain: fn(&mut SseDecoder) -> usize) -> usize {
     let mut decoder = SseDecoder::new();
     let mut n = 0;
-    let mut count = |decoder: &mut SseDecoder| {
+    for chunk in stream.chunks(CHUNK) {
+        decoder.push(chunk);
+        n += drain(&mut decoder);
+    }
+    decoder.finish();
+    n + drain(&mut decoder)
+}
+
+/// `next_event_ref`: events borrowed from the decoder (what the sample stream uses).
+fn ours(stream: &[u8]) -> usize {
+    decode_with(stream, |decoder| {
+        let mut n = 0;
         while let Some(event) = decoder.next_event_ref() {
             n += usize::from(event.is_ok_and(|e| !e.data.is_empty()));
         }
-    };
-    for chunk in stream.chunks(CHUNK) {
-        decoder.push(chunk);
-        count(&mut decoder);
-    }
-    decoder.finish();
-    count(&mut decoder);
-    n
+        n
+    })
 }
 
 /// `next_event`: an owned `SseEvent` (two `String`s) per event, as eventsource-stream returns.
 fn ours_owned(stream: &[u8]) -> usize {
-    let mut decoder = SseDecoder::new();
-    let mut n = 0;
-    let mut count = |decoder: &mut SseDecoder| {
+    decode_with(stream, |decoder| {
+        let mut n = 0;
         while let Some(event) = decoder.next_event() {
             n += usize::from(event.is_ok_and(|e| !e.data.is_empty()));
         }
-    };
-    for chunk in stream.chunks(CHUNK) {
-        decoder.push(chunk);
-        count(&mut decoder);
-    }
-    decoder.finish();
-    count(&mut decoder);
-    n
+        n
+    })
 }
 
 fn eventsource_stream(stream: &[u8]) -> usize {
