@@ -22,24 +22,7 @@ use tinker_core::types::{
     AdamParams, Datum, LossFn, ModelInput, SampleRequest, SamplingParams, StepParams, TensorData,
 };
 
-struct Input<'a>(&'a [u8]);
-
-impl<'a> Input<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn b(&mut self) -> u8 {
-        self.byte().unwrap_or(0)
-    }
-    fn probability(&mut self, max: f64) -> f64 {
-        f64::from(self.b()) / 255.0 * max
-    }
-    fn u64(&mut self) -> u64 {
-        (0..8).fold(0, |acc, _| (acc << 8) | u64::from(self.b()))
-    }
-}
+use super::Input;
 
 const BODIES: [&str; 12] = [
     r#"{"request_id":"req-1"}"#,

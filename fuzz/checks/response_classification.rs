@@ -15,6 +15,8 @@ use tinker_core::retry::{
 };
 use tinker_core::types::FutureReply;
 
+use super::Input;
+
 const NAMES: [&str; 8] = [
     "retry-after",
     "retry-after-ms",
@@ -34,23 +36,6 @@ const TRANSPORT: [TransportErrorKind; 4] = [
     TransportErrorKind::Io,
     TransportErrorKind::Other,
 ];
-
-/// Reads the fuzz input as a sequence of replies.
-struct Input<'a>(&'a [u8]);
-
-impl<'a> Input<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let n = n.min(self.0.len());
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        head
-    }
-}
 
 /// Runs one input; panics on a finding.
 pub fn check(data: &[u8]) {
