@@ -307,19 +307,7 @@ pub async fn a8_session_expiry<R: Runtime>() {
     heartbeat_loss_warns_once_per_outage::<R>().await;
     let config = LocalServerConfig {
         session_timeout_secs: Some(1.0),
-        faults: vec![{
-            let mut r = FaultRule::once(
-                "session_heartbeat",
-                Fault::Status {
-                    status: 503,
-                    body: None,
-                    headers: Default::default(),
-                },
-            );
-            r.count = None;
-            r.always = true;
-            r
-        }],
+        faults: vec![heartbeats_always_fail()],
         ..LocalServerConfig::default()
     };
     let env = Env::<R>::new(config);
@@ -501,23 +489,25 @@ pub async fn a12_eval_with_per_example_timeouts<R: Runtime>() {
     service.close(FinishReason::Success).await.unwrap();
 }
 
+/// Every heartbeat answered 503 until the rule is removed.
+fn heartbeats_always_fail() -> FaultRule {
+    let mut r = FaultRule::once(
+        "session_heartbeat",
+        Fault::Status {
+            status: 503,
+            body: None,
+            headers: Default::default(),
+        },
+    );
+    r.count = None;
+    r.always = true;
+    r
+}
+
 async fn heartbeat_loss_warns_once_per_outage<R: Runtime>() {
     const OVERDUE: &str = "no heartbeat has succeeded";
-    let failing = || {
-        let mut r = FaultRule::once(
-            "session_heartbeat",
-            Fault::Status {
-                status: 503,
-                body: None,
-                headers: Default::default(),
-            },
-        );
-        r.count = None;
-        r.always = true;
-        r
-    };
     let config = LocalServerConfig {
-        faults: vec![failing()],
+        faults: vec![heartbeats_always_fail()],
         ..LocalServerConfig::default()
     };
     let _watch = warnings::Watch::acquire::<R>().await;
@@ -554,7 +544,7 @@ async fn heartbeat_loss_warns_once_per_outage<R: Runtime>() {
         "a heartbeat succeeded in between"
     );
     assert_eq!(overdue(), 1, "no warning while heartbeats succeed");
-    env.server().set_faults(vec![failing()]);
+    env.server().set_faults(vec![heartbeats_always_fail()]);
     assert!(
         eventually::<R>(|| overdue() >= 2).await,
         "the second outage is reported"
