@@ -257,17 +257,7 @@ fn read_commands_answer_in_table_and_in_json() {
         .contains("Tinker accessible: yes"));
 
     // billing usage over the last hours (the training above was billed)
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let start = now - now % 3600 - 3600;
-    let ts = |s: i64| {
-        tinker_blocking::types::Timestamp::from_unix_seconds(s)
-            .as_str()
-            .to_owned()
-    };
-    let (from, to) = (ts(start), ts(start + 3 * 3600));
+    let (from, to) = billing_window();
     let usage = acct.json(&["billing", "usage", &from, &to]);
     let rows = usage["data"].as_array().expect("usage rows");
     assert!(!rows.is_empty(), "{usage}");
@@ -884,17 +874,7 @@ fn billing_reports_checkpoint_storage_and_usage_as_csv() {
         "--project-id is sent as the query"
     );
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let start = now - now % 3600 - 3600;
-    let ts = |s: i64| {
-        tinker_blocking::types::Timestamp::from_unix_seconds(s)
-            .as_str()
-            .to_owned()
-    };
-    let (from, to) = (ts(start), ts(start + 3 * 3600));
+    let (from, to) = billing_window();
     let rows = acct.json(&["billing", "usage", &from, &to])["data"]
         .as_array()
         .unwrap()
@@ -1244,4 +1224,20 @@ fn an_external_export_downloads_from_its_signed_urls_without_a_session() {
         calls.iter().any(|c| c.ends_with("/external_weights_urls")),
         "{calls:#?}"
     );
+}
+
+/// A three-hour billing window starting on the hour before the current one, so it holds
+/// everything the test just trained.
+fn billing_window() -> (String, String) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let start = now - now % 3600 - 3600;
+    let ts = |s: i64| {
+        tinker_blocking::types::Timestamp::from_unix_seconds(s)
+            .as_str()
+            .to_owned()
+    };
+    (ts(start), ts(start + 3 * 3600))
 }
