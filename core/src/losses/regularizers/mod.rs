@@ -185,8 +185,9 @@ fn unflatten(flat: &DVector<f64>, like: &[Vec<f64>]) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// `sign(x)` with `sign(0) = 0` (the subgradient Tinkex uses at the kink).
-fn sign(x: f64) -> f64 {
+/// `sign(x)` with `sign(0) = 0` (the subgradient Tinkex uses at the kink; also the derivative of
+/// `abs` in server-side losses, as torch defines it).
+pub(crate) fn sign(x: f64) -> f64 {
     if x > 0.0 {
         1.0
     } else if x < 0.0 {

@@ -579,15 +579,7 @@ fn unary_derivative(u: Unary, x: f64, y: f64) -> f64 {
         Unary::Sigmoid => y * (1.0 - y),
         Unary::LogSigmoid => sigmoid(-x),
         Unary::Tanh => 1.0 - y * y,
-        Unary::Abs => {
-            if x > 0.0 {
-                1.0
-            } else if x < 0.0 {
-                -1.0
-            } else {
-                0.0
-            }
-        }
+        Unary::Abs => crate::losses::regularizers::sign(x),
         Unary::Sqrt => 0.5 / y,
         Unary::Relu => f64::from(u8::from(x > 0.0)),
         Unary::Detach => 0.0,
